@@ -57,9 +57,34 @@ export function formatAddress(bytes: Buffer): string {
   return formatIPv6(bytes);
 }
 
+/* Strict dotted-quad CIDR, no leading zeros: the shape of nearly every blocklist line. */
+const PLAIN_IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\/(3[0-2]|[12]?\d))?$/;
+
+function ipv4Prefix(value: number, len: number): ParsedPrefix {
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  const net = (value & mask) >>> 0;
+  const bytes = Buffer.allocUnsafe(16).fill(0);
+  bytes.writeUInt32BE(net, 0);
+  return {
+    family: Family.ipv4,
+    addr: bytes,
+    len,
+    cidr: `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}/${len}`,
+    normalised: net !== value,
+  };
+}
+
 /** Parse "a.b.c.d[/n]" or "x::y[/n]"; a bare address is a host prefix. */
 export function parsePrefix(text: string): ParsedPrefix {
   const input = text.trim();
+  // Fast path for well-formed IPv4 (a million-line blocklist must parse in
+  // about a second; ip-num takes ~7 µs a prefix). Anything else, including
+  // every malformed input, goes through ip-num and its error messages.
+  const m = PLAIN_IPV4.exec(input);
+  if (m) {
+    const value = ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
+    return ipv4Prefix(value, m[5] === undefined ? 32 : Number(m[5]));
+  }
   const slash = input.indexOf('/');
   const addr = slash < 0 ? input : input.slice(0, slash);
   const isV6 = addr.includes(':');
@@ -81,16 +106,5 @@ export function parsePrefix(text: string): ParsedPrefix {
   }
   const [ok, errors] = Validator.isValidIPv4CidrNotation(cidr);
   if (!ok) throw new PrefixError(`"${text}" is not a valid IPv4 prefix: ${errors.join('; ')}`);
-  const value = Number(IPv4.fromDecimalDottedString(addr).getValue());
-  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  const net = (value & mask) >>> 0;
-  const bytes = Buffer.alloc(16);
-  bytes.writeUInt32BE(net, 0);
-  return {
-    family: Family.ipv4,
-    addr: bytes,
-    len,
-    cidr: `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}/${len}`,
-    normalised: net !== value,
-  };
+  return ipv4Prefix(Number(IPv4.fromDecimalDottedString(addr).getValue()), len);
 }

@@ -12,9 +12,11 @@
 
 #include <napi.h>
 
-namespace fg {
+namespace fg
+{
 
-namespace {
+namespace
+{
 
 Napi::Value Ifindex(const Napi::CallbackInfo &info)
 {

@@ -7,7 +7,8 @@
 
 #include <napi.h>
 
-namespace fg {
+namespace fg
+{
 
 struct AddonData {
 	Napi::FunctionReference datapathCtor;

@@ -12,9 +12,11 @@
 
 #include <cerrno>
 
-namespace fg {
+namespace fg
+{
 
-namespace {
+namespace
+{
 
 constexpr int kENOTSUPP = 524;
 
@@ -60,6 +62,25 @@ bool DriverLacksNativeXdp(int err)
 	return err == -EOPNOTSUPP || err == -EINVAL || err == -kENOTSUPP;
 }
 
+/*
+ * Failures of a native attach that generic mode cannot fix: another program
+ * on the device, permissions, the device itself. Anything else is the
+ * driver refusing native XDP (no support, MTU too large for XDP, too few
+ * queues, ...), which generic mode works around.
+ */
+bool GenericWontHelp(int err)
+{
+	return err == -EBUSY || err == -EEXIST || err == -EPERM || err == -EACCES || err == -ENODEV || err == -ENOMEM;
+}
+
+std::string NativeRefusedHint(const std::string &ifname, int err)
+{
+	if (DriverLacksNativeXdp(err))
+		return "native XDP not supported by driver of " + ifname + ", use --xdp-mode generic";
+	return "the driver of " + ifname +
+	       " refused native XDP (an MTU too large for XDP or too few queues are common causes), use --xdp-mode generic";
+}
+
 std::string BusyHint(const DatapathState &state, const std::string &ifname, uint32_t ifindex)
 {
 	uint32_t id = QueryXdpProgId(ifindex);
@@ -68,7 +89,8 @@ std::string BusyHint(const DatapathState &state, const std::string &ifname, uint
 		return ifname + " already runs flowgate's XDP program (" + idText + ") through a link not pinned in " +
 		       state.pinDir + ": is another flowgate agent managing it?";
 	return ifname + " already has an XDP program (" + idText +
-	       ") not owned by flowgate: remove it (ip link set dev " + ifname + " xdp off) or choose another interface";
+	       ") not owned by flowgate: remove it (ip link set dev " + ifname +
+	       " xdp off) or choose another interface";
 }
 
 /* Open the pinned link of ifname; an empty fd when there is no pin. */
@@ -105,6 +127,8 @@ const char *TcDirection(Hook hook)
 /* 0 and *progId when our handle/priority has a filter; -ENOENT when not (or no clsact at all). */
 int TcQuery(uint32_t ifindex, Hook hook, uint32_t *progId)
 {
+	/* An interface without clsact makes libbpf warn; that is an answer here, not a problem. */
+	LibbpfLogCapture quiet;
 	bpf_tc_hook h = TcHook(ifindex, hook);
 	LIBBPF_OPTS(bpf_tc_opts, o, .handle = kTcHandle, .priority = kTcPriority);
 	int err = bpf_tc_query(&h, &o);
@@ -175,7 +199,9 @@ AttachResult AttachXdp(const DatapathState &state, const std::string &ifname, Xd
 					 "update XDP link of " + ifname + " to the current program");
 			res.adopted = true;
 			res.mode = QueryXdpMode(res.ifindex, prog.id);
-			std::string want = mode == XdpMode::Native ? "native" : mode == XdpMode::Generic ? "generic" : "";
+			std::string want = mode == XdpMode::Native  ? "native" :
+					   mode == XdpMode::Generic ? "generic" :
+								      "";
 			if (!want.empty() && !res.mode.empty() && want != res.mode)
 				res.warning = "XDP on " + ifname + " stays in " + res.mode +
 					      " mode (adopted from a running agent); detach it to change to " + want;
@@ -196,14 +222,14 @@ AttachResult AttachXdp(const DatapathState &state, const std::string &ifname, Xd
 	} else {
 		fd = create(XDP_FLAGS_DRV_MODE);
 		res.mode = "native";
-		if (mode == XdpMode::Auto && DriverLacksNativeXdp(fd)) {
+		if (fd < 0 && !GenericWontHelp(fd)) {
+			if (mode == XdpMode::Native)
+				throw ErrnoError(fd, "attach XDP to " + ifname + " in native mode",
+						 NativeRefusedHint(ifname, fd));
 			res.warning = "native XDP is not available on " + ifname + " (" + ErrnoText(fd) + ", " +
 				      ErrnoName(fd) + "): fell back to generic XDP, which is slower";
 			fd = create(XDP_FLAGS_SKB_MODE);
 			res.mode = "generic";
-		} else if (mode == XdpMode::Native && DriverLacksNativeXdp(fd)) {
-			throw ErrnoError(fd, "attach XDP to " + ifname + " in native mode",
-					 "native XDP not supported by driver of " + ifname + ", use --xdp-mode generic");
 		}
 	}
 	if (fd < 0) {
@@ -239,8 +265,9 @@ AttachResult AttachTc(const DatapathState &state, const std::string &ifname, Hoo
 		return res;
 	}
 	/* Our handle with another program (an older flowgate's): replace it in place, no gap. */
-	LIBBPF_OPTS(bpf_tc_opts, o, .prog_fd = prog.fd.get(), .flags = err == 0 ? static_cast<__u32>(BPF_TC_F_REPLACE) : 0u,
-		    .handle = kTcHandle, .priority = kTcPriority);
+	LIBBPF_OPTS(bpf_tc_opts, o, .prog_fd = prog.fd.get(),
+		    .flags = err == 0 ? static_cast<__u32>(BPF_TC_F_REPLACE) : 0u, .handle = kTcHandle,
+		    .priority = kTcPriority);
 	err = bpf_tc_attach(&h, &o);
 	if (err)
 		throw ErrnoError(err, std::string("attach TC ") + TcDirection(hook) + " program to " + ifname,

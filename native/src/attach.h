@@ -18,7 +18,8 @@
 #include <string>
 #include <vector>
 
-namespace fg {
+namespace fg
+{
 
 constexpr uint32_t kTcHandle = 0xF10E;
 constexpr uint32_t kTcPriority = 1;

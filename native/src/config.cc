@@ -7,25 +7,26 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-namespace fg {
+namespace fg
+{
 
 void MapConfig(DatapathState &state)
 {
 	const MapRef &m = state.Map("config");
 	if (m.valueSize < sizeof(fg_config))
-		throw ErrnoError::WithMessage(ESTALE, "pinned map config in " + state.pinDir + " has " +
-								      std::to_string(m.valueSize) + "-byte values, this flowgate needs " +
-								      std::to_string(sizeof(fg_config)) +
-								      ": stop the old agent and run with --unpin, or remove " +
-								      state.pinDir);
+		throw ErrnoError::WithMessage(
+			ESTALE, "pinned map config in " + state.pinDir + " has " + std::to_string(m.valueSize) +
+					"-byte values, this flowgate needs " + std::to_string(sizeof(fg_config)) +
+					": stop the old agent and run with --unpin, or remove " + state.pinDir);
 	/* The kernel maps whole pages of the array's value area. */
 	size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
 	size_t len = RoundUp8(m.valueSize) * m.maxEntries;
 	len = (len + page - 1) / page * page;
 	void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd.get(), 0);
 	if (p == MAP_FAILED)
-		throw ErrnoError(errno, "mmap the config map",
-				 "the config map must be a BPF_F_MMAPABLE array (rebuild datapath/ and run with --unpin)");
+		throw ErrnoError(
+			errno, "mmap the config map",
+			"the config map must be a BPF_F_MMAPABLE array (rebuild datapath/ and run with --unpin)");
 	state.config = static_cast<uint8_t *>(p);
 	state.configLen = len;
 }
@@ -35,9 +36,10 @@ void CheckLayoutVersion(const DatapathState &state)
 	uint32_t have = __atomic_load_n(reinterpret_cast<const uint32_t *>(state.config), __ATOMIC_ACQUIRE);
 	if (have == FG_LAYOUT_VERSION)
 		return;
-	throw ErrnoError::WithMessage(ESTALE, "pinned state in " + state.pinDir + " has layout v" + std::to_string(have) +
-						      ", this flowgate needs v" + std::to_string(FG_LAYOUT_VERSION) +
-						      ": stop the old agent and run with --unpin, or remove " + state.pinDir);
+	throw ErrnoError::WithMessage(ESTALE,
+				      "pinned state in " + state.pinDir + " has layout v" + std::to_string(have) +
+					      ", this flowgate needs v" + std::to_string(FG_LAYOUT_VERSION) +
+					      ": stop the old agent and run with --unpin, or remove " + state.pinDir);
 }
 
 fg_config ReadConfig(const DatapathState &state)

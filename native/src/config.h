@@ -10,7 +10,8 @@
 
 #include "flowgate_h.h"
 
-namespace fg {
+namespace fg
+{
 
 /* mmap the config map's value area (read/write, shared with the kernel). */
 void MapConfig(DatapathState &state);

@@ -13,9 +13,11 @@
 
 #include <cmath>
 
-namespace fg {
+namespace fg
+{
 
-namespace {
+namespace
+{
 
 std::string StringArg(const Napi::CallbackInfo &info, size_t i, const char *what)
 {
@@ -70,6 +72,23 @@ Napi::Object AttachResultToJs(Napi::Env env, const AttachResult &r)
 	if (!r.warning.empty())
 		o.Set("warning", Napi::String::New(env, r.warning));
 	return o;
+}
+
+/*
+ * For the Promise-returning methods: bad arguments, a closed datapath or an
+ * unknown map reject the Promise instead of throwing, so `.catch()` and
+ * `await` see every failure the same way.
+ */
+template <typename F>
+Napi::Value Async(Napi::Env env, F &&f)
+{
+	try {
+		return Guard(env, f);
+	} catch (const Napi::Error &e) {
+		Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+		d.Reject(e.Value());
+		return d.Promise();
+	}
 }
 
 } // namespace
@@ -201,44 +220,54 @@ Napi::Value Datapath::MapInfo(const Napi::CallbackInfo &info)
 Napi::Value Datapath::LookupAndDeleteAll(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
-	DatapathState &s = State(env);
-	const MapRef &m = FG_MAP_ARG(env, s, info);
-	return Guard(env, [&] { return fg::LookupAndDeleteAll(env, m); });
+	return Async(env, [&]() -> Napi::Value {
+		DatapathState &s = State(env);
+		const MapRef &m = FG_MAP_ARG(env, s, info);
+		return fg::LookupAndDeleteAll(env, m);
+	});
 }
 
 Napi::Value Datapath::DumpAll(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
-	DatapathState &s = State(env);
-	const MapRef &m = FG_MAP_ARG(env, s, info);
-	return Guard(env, [&] { return fg::DumpAll(env, m); });
+	return Async(env, [&]() -> Napi::Value {
+		DatapathState &s = State(env);
+		const MapRef &m = FG_MAP_ARG(env, s, info);
+		return fg::DumpAll(env, m);
+	});
 }
 
 Napi::Value Datapath::UpdateBatch(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
-	DatapathState &s = State(env);
-	const MapRef &m = FG_MAP_ARG(env, s, info);
-	Napi::Buffer<uint8_t> keys = BufferArg(info, 1, "keys");
-	Napi::Buffer<uint8_t> values = BufferArg(info, 2, "values");
-	return Guard(env, [&] { return fg::UpdateBatch(env, m, keys, values); });
+	return Async(env, [&]() -> Napi::Value {
+		DatapathState &s = State(env);
+		const MapRef &m = FG_MAP_ARG(env, s, info);
+		Napi::Buffer<uint8_t> keys = BufferArg(info, 1, "keys");
+		Napi::Buffer<uint8_t> values = BufferArg(info, 2, "values");
+		return fg::UpdateBatch(env, m, keys, values);
+	});
 }
 
 Napi::Value Datapath::DeleteBatch(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
-	DatapathState &s = State(env);
-	const MapRef &m = FG_MAP_ARG(env, s, info);
-	Napi::Buffer<uint8_t> keys = BufferArg(info, 1, "keys");
-	return Guard(env, [&] { return fg::DeleteBatch(env, m, keys); });
+	return Async(env, [&]() -> Napi::Value {
+		DatapathState &s = State(env);
+		const MapRef &m = FG_MAP_ARG(env, s, info);
+		Napi::Buffer<uint8_t> keys = BufferArg(info, 1, "keys");
+		return fg::DeleteBatch(env, m, keys);
+	});
 }
 
 Napi::Value Datapath::Clear(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
-	DatapathState &s = State(env);
-	const MapRef &m = FG_MAP_ARG(env, s, info);
-	return Guard(env, [&] { return fg::ClearMap(env, m); });
+	return Async(env, [&]() -> Napi::Value {
+		DatapathState &s = State(env);
+		const MapRef &m = FG_MAP_ARG(env, s, info);
+		return fg::ClearMap(env, m);
+	});
 }
 
 Napi::Value Datapath::Lookup(const Napi::CallbackInfo &info)
@@ -264,9 +293,11 @@ Napi::Value Datapath::Update(const Napi::CallbackInfo &info)
 Napi::Value Datapath::DrainBaseline(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
-	DatapathState &s = State(env);
-	const MapRef &m = FG_MAP_ARG(env, s, info);
-	return Guard(env, [&] { return fg::DrainBaseline(env, m); });
+	return Async(env, [&]() -> Napi::Value {
+		DatapathState &s = State(env);
+		const MapRef &m = FG_MAP_ARG(env, s, info);
+		return fg::DrainBaseline(env, m);
+	});
 }
 
 #undef FG_MAP_ARG

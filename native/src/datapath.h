@@ -11,9 +11,11 @@
 
 #include <memory>
 
-namespace fg {
+namespace fg
+{
 
-class Datapath : public Napi::ObjectWrap<Datapath> {
+class Datapath : public Napi::ObjectWrap<Datapath>
+{
 public:
 	static Napi::Function DefineClass(Napi::Env env);
 	/* open(opts): create or adopt the pinned data path. */

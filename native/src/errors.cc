@@ -4,9 +4,11 @@
 
 #include <cerrno>
 
-namespace fg {
+namespace fg
+{
 
-namespace {
+namespace
+{
 /* Kernel-internal error numbers that leak out of bpf() but that libc has no name for. */
 constexpr int kENOTSUPP = 524;
 } // namespace
@@ -61,6 +63,18 @@ ErrnoError::ErrnoError(int err, const std::string &what, const std::string &hint
 	std::string h = hint.empty() ? DefaultHint(err_) : hint;
 	if (!h.empty())
 		msg_ += ": " + h;
+}
+
+std::string LoadFailureHint(int err, const std::string &libbpfLog)
+{
+	std::string hint;
+	if (libbpfLog.find("-- BEGIN PROG LOAD LOG --") != std::string::npos)
+		hint = "the kernel verifier rejected a program (log below; rebuild datapath/ or report it)";
+	else
+		hint = DefaultHint(err);
+	if (!libbpfLog.empty())
+		hint += "\nlibbpf said:\n" + libbpfLog;
+	return hint;
 }
 
 ErrnoError ErrnoError::WithMessage(int err, const std::string &msg)

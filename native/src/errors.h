@@ -10,9 +10,11 @@
 
 #include <string>
 
-namespace fg {
+namespace fg
+{
 
-class ErrnoError : public std::exception {
+class ErrnoError : public std::exception
+{
 public:
 	/* err: positive or negative errno; what: the operation that failed; hint: what to do (empty: a default by errno). */
 	ErrnoError(int err, const std::string &what, const std::string &hint = "");
@@ -39,6 +41,13 @@ std::string ErrnoName(int err);
 std::string ErrnoText(int err);
 /* A generic "what to do" for an errno when the caller has nothing more specific. */
 std::string DefaultHint(int err);
+
+/*
+ * Why a bpf_object__load() failed, from libbpf's log tail: "the verifier
+ * rejected it" plus the log when there is a verifier log, the errno's
+ * default hint otherwise.
+ */
+std::string LoadFailureHint(int err, const std::string &libbpfLog);
 
 /*
  * Argument validation errors. They carry code EINVAL/errno 22 too, so every

@@ -9,9 +9,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-namespace fg {
+namespace fg
+{
 
-class UniqueFd {
+class UniqueFd
+{
 public:
 	UniqueFd() = default;
 	explicit UniqueFd(int fd) : fd_(fd)

@@ -7,9 +7,11 @@
 
 #include <cstring>
 
-namespace fg {
+namespace fg
+{
 
-namespace {
+namespace
+{
 template <typename T>
 T GetInfo(int fd, const std::string &what)
 {

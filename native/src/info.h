@@ -10,7 +10,8 @@
 #include <cstdint>
 #include <string>
 
-namespace fg {
+namespace fg
+{
 
 bpf_map_info GetMapInfo(int fd, const std::string &what);
 bpf_prog_info GetProgInfo(int fd, const std::string &what);

@@ -8,9 +8,11 @@
 
 #include <cstddef>
 
-namespace fg {
+namespace fg
+{
 
-namespace {
+namespace
+{
 
 void AddField(Napi::Env env, Napi::Object fields, const char *name, size_t offset, size_t size)
 {
@@ -22,14 +24,14 @@ void AddField(Napi::Env env, Napi::Object fields, const char *name, size_t offse
 
 /* Every member, padding included: the decoder may check that fields tile the struct. */
 #define FG_FIELD(S, f) AddField(env, fields, #f, offsetof(S, f), sizeof(S::f))
-#define FG_STRUCT(S, ...)                                                        \
-	do {                                                                     \
-		Napi::Object s = Napi::Object::New(env);                         \
-		Napi::Object fields = Napi::Object::New(env);                    \
+#define FG_STRUCT(S, ...)                                                              \
+	do {                                                                           \
+		Napi::Object s = Napi::Object::New(env);                               \
+		Napi::Object fields = Napi::Object::New(env);                          \
 		s.Set("size", Napi::Number::New(env, static_cast<double>(sizeof(S)))); \
-		__VA_ARGS__;                                                     \
-		s.Set("fields", fields);                                         \
-		out.Set(#S, s);                                                  \
+		__VA_ARGS__;                                                           \
+		s.Set("fields", fields);                                               \
+		out.Set(#S, s);                                                        \
 	} while (0)
 
 } // namespace
@@ -49,9 +51,9 @@ Napi::Value Layout(const Napi::CallbackInfo &info)
 		  FG_FIELD(fg_flow_value, rule_gen); FG_FIELD(fg_flow_value, cached_rule);
 		  FG_FIELD(fg_flow_value, verdict); FG_FIELD(fg_flow_value, pad));
 	FG_STRUCT(fg_config, FG_FIELD(fg_config, layout_version); FG_FIELD(fg_config, flow_slot);
-		  FG_FIELD(fg_config, rule_gen); FG_FIELD(fg_config, complex_count);
-		  FG_FIELD(fg_config, src_prefixes); FG_FIELD(fg_config, dst_prefixes);
-		  FG_FIELD(fg_config, max_flows); FG_FIELD(fg_config, max_rules); FG_FIELD(fg_config, max_prefixes));
+		  FG_FIELD(fg_config, rule_gen); FG_FIELD(fg_config, complex_count); FG_FIELD(fg_config, src_prefixes);
+		  FG_FIELD(fg_config, dst_prefixes); FG_FIELD(fg_config, max_flows); FG_FIELD(fg_config, max_rules);
+		  FG_FIELD(fg_config, max_prefixes));
 	FG_STRUCT(fg_lpm_key, FG_FIELD(fg_lpm_key, prefixlen); FG_FIELD(fg_lpm_key, data); FG_FIELD(fg_lpm_key, pad));
 	FG_STRUCT(fg_lpm_verdict, FG_FIELD(fg_lpm_verdict, rule_id); FG_FIELD(fg_lpm_verdict, priority);
 		  FG_FIELD(fg_lpm_verdict, action); FG_FIELD(fg_lpm_verdict, pad));

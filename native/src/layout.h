@@ -7,7 +7,8 @@
 
 #include <napi.h>
 
-namespace fg {
+namespace fg
+{
 
 Napi::Value Layout(const Napi::CallbackInfo &info);
 Napi::Value Constants(const Napi::CallbackInfo &info);

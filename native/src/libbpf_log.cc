@@ -7,9 +7,11 @@
 #include <mutex>
 #include <vector>
 
-namespace fg {
+namespace fg
+{
 
-namespace {
+namespace
+{
 
 /*
  * Per thread, because batch map operations run on libuv worker threads
@@ -32,10 +34,10 @@ int Print(enum libbpf_print_level level, const char *fmt, va_list args)
 	vsnprintf(buf.data(), buf.size(), fmt, args);
 	std::string text(buf.data(), static_cast<size_t>(n));
 	if (current) {
-		current->Append("libbpf: " + text);
+		current->Append(text);
 	} else if (level == LIBBPF_WARN) {
 		/* Nobody is collecting: a warning must not vanish silently. */
-		fprintf(stderr, "libbpf: %s", text.c_str());
+		fputs(text.c_str(), stderr);
 	}
 	return n;
 }

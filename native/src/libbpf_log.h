@@ -9,14 +9,16 @@
 
 #include <string>
 
-namespace fg {
+namespace fg
+{
 
 constexpr size_t kLogTailBytes = 4096;
 
 /* Install the process-wide print callback (idempotent). */
 void InstallLibbpfPrint();
 
-class LibbpfLogCapture {
+class LibbpfLogCapture
+{
 public:
 	LibbpfLogCapture();
 	~LibbpfLogCapture();

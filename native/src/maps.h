@@ -13,7 +13,8 @@
 
 #include <napi.h>
 
-namespace fg {
+namespace fg
+{
 
 /* Promise<Buffer>: every entry as key||value records, deleting them (hash maps, LPM tries). */
 Napi::Promise LookupAndDeleteAll(Napi::Env env, const MapRef &map);

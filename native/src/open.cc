@@ -14,9 +14,11 @@
 #include <cerrno>
 #include <vector>
 
-namespace fg {
+namespace fg
+{
 
-namespace {
+namespace
+{
 
 enum class Size { Fixed, Flows, Rules, Prefixes };
 
@@ -94,6 +96,37 @@ void SetMaxEntries(bpf_map *map, const char *name, uint32_t n)
 	CheckBpf(bpf_map__set_max_entries(map, n), std::string("size map ") + name);
 }
 
+/*
+ * flow_slots' inner-map template must match flows_a/flows_b, or the load
+ * rejects its static {flows_a, flows_b} slots. libbpf 1.1's
+ * bpf_map__set_max_entries() on the template from bpf_map__inner_map()
+ * dereferences the template's (unset) object pointer and crashes, so the
+ * template is a map we create, shaped like flows_a, handed over with
+ * bpf_map__set_inner_map_fd(). It only has to live until the load.
+ *
+ * Hash inner maps are matched on type, key/value size and flags, not on
+ * max_entries (bpf_map_meta_equal), and an LRU map is preallocated: a
+ * one-entry template saves allocating a third full flow table at startup.
+ * Array inner maps are matched on max_entries too, so those get the size.
+ */
+UniqueFd SetInnerTemplate(bpf_object *obj, const OpenOptions &opts)
+{
+	bpf_map *slots = bpf_object__find_map_by_name(obj, "flow_slots");
+	bpf_map *flows = bpf_object__find_map_by_name(obj, "flows_a");
+	if (!bpf_map__inner_map(slots))
+		throw ErrnoError::WithMessage(EINVAL, "map flow_slots in " + opts.objectPath +
+							      " has no inner map template: rebuild datapath/");
+	bpf_map_type type = bpf_map__type(flows);
+	uint32_t entries = IsArrayType(type) ? opts.maxFlows : 1;
+	LIBBPF_OPTS(bpf_map_create_opts, copts, .map_flags = bpf_map__map_flags(flows));
+	int fd = bpf_map_create(type, "fg_flows_tmpl", bpf_map__key_size(flows), bpf_map__value_size(flows), entries,
+				&copts);
+	CheckBpf(fd, "create the inner map template of flow_slots");
+	UniqueFd tmpl(fd);
+	CheckBpf(bpf_map__set_inner_map_fd(slots, tmpl.get()), "set the inner map template of flow_slots");
+	return tmpl;
+}
+
 void CreateAndPin(const OpenOptions &opts, const std::string &root)
 {
 	LibbpfLogCapture log;
@@ -106,17 +139,14 @@ void CreateAndPin(const OpenOptions &opts, const std::string &root)
 	for (const MapSpec &spec : kMapSpecs) {
 		bpf_map *map = bpf_object__find_map_by_name(obj.get(), spec.name);
 		if (!map)
-			throw ErrnoError::WithMessage(ENOENT, "BPF object " + opts.objectPath + " has no map '" +
-								      spec.name + "': it does not match this flowgate, rebuild datapath/");
+			throw ErrnoError::WithMessage(ENOENT,
+						      "BPF object " + opts.objectPath + " has no map '" + spec.name +
+							      "': it does not match this flowgate, rebuild datapath/");
 		uint32_t n = SizeFor(spec.size, opts);
 		if (n)
 			SetMaxEntries(map, spec.name, n);
 	}
-	/* The template of flow_slots' inner maps must match flows_a/flows_b, or the load rejects them. */
-	bpf_map *inner = bpf_map__inner_map(bpf_object__find_map_by_name(obj.get(), "flow_slots"));
-	if (!inner)
-		throw ErrnoError::WithMessage(EINVAL, "map flow_slots in " + opts.objectPath + " has no inner map template");
-	SetMaxEntries(inner, "flow_slots (inner)", opts.maxFlows);
+	UniqueFd innerTemplate = SetInnerTemplate(obj.get(), opts);
 
 	bpf_program *progs[kHookCount];
 	for (int i = 0; i < kHookCount; i++) {
@@ -130,8 +160,7 @@ void CreateAndPin(const OpenOptions &opts, const std::string &root)
 	int err = bpf_object__load(obj.get());
 	if (err) {
 		std::string tail = log.Text();
-		throw ErrnoError(err, "load BPF object " + opts.objectPath,
-				 tail.empty() ? DefaultHint(err) : DefaultHint(err) + "\nlibbpf said:\n" + tail);
+		throw ErrnoError(err, "load BPF object " + opts.objectPath, LoadFailureHint(err, tail));
 	}
 
 	int configFd = bpf_map__fd(bpf_object__find_map_by_name(obj.get(), "config"));
@@ -155,7 +184,8 @@ void CreateAndPin(const OpenOptions &opts, const std::string &root)
 				    JoinPath(root, std::string("maps/") + spec.name));
 		}
 		for (int i = 0; i < kHookCount; i++)
-			pin(bpf_program__fd(progs[i]), JoinPath(root, std::string("progs/") + HookName(static_cast<Hook>(i))));
+			pin(bpf_program__fd(progs[i]),
+			    JoinPath(root, std::string("progs/") + HookName(static_cast<Hook>(i))));
 		/* Last: its presence is what marks the pin directory complete. */
 		pin(configFd, JoinPath(root, "maps/config"));
 	} catch (...) {
@@ -176,7 +206,8 @@ std::unique_ptr<DatapathState> Adopt(const std::string &root)
 		if (fd < 0) {
 			if (fd == -ENOENT)
 				throw ErrnoError::WithMessage(ENOENT, "pinned state in " + root + " is incomplete (" +
-									      path + " is missing): " + StaleHint(root));
+									      path +
+									      " is missing): " + StaleHint(root));
 			throw ErrnoError(fd, "open pinned map " + path);
 		}
 		MapRef ref;
@@ -198,11 +229,12 @@ std::unique_ptr<DatapathState> Adopt(const std::string &root)
 		const MapRef &m = state->Map(spec.name);
 		if (m.type != spec.type || m.keySize != spec.keySize || m.valueSize != spec.valueSize)
 			throw ErrnoError::WithMessage(
-				ESTALE, "pinned map " + JoinPath(root, std::string("maps/") + spec.name) + " has type " +
-						std::to_string(m.type) + ", key " + std::to_string(m.keySize) + " B, value " +
-						std::to_string(m.valueSize) + " B; this flowgate needs type " +
-						std::to_string(spec.type) + ", key " + std::to_string(spec.keySize) +
-						" B, value " + std::to_string(spec.valueSize) + " B: " + StaleHint(root));
+				ESTALE, "pinned map " + JoinPath(root, std::string("maps/") + spec.name) +
+						" has type " + std::to_string(m.type) + ", key " +
+						std::to_string(m.keySize) + " B, value " + std::to_string(m.valueSize) +
+						" B; this flowgate needs type " + std::to_string(spec.type) + ", key " +
+						std::to_string(spec.keySize) + " B, value " +
+						std::to_string(spec.valueSize) + " B: " + StaleHint(root));
 	}
 	for (int i = 0; i < kHookCount; i++) {
 		std::string path = JoinPath(root, std::string("progs/") + HookName(static_cast<Hook>(i)));
@@ -210,7 +242,8 @@ std::unique_ptr<DatapathState> Adopt(const std::string &root)
 		if (fd < 0) {
 			if (fd == -ENOENT)
 				throw ErrnoError::WithMessage(ENOENT, "pinned state in " + root + " is incomplete (" +
-									      path + " is missing): " + StaleHint(root));
+									      path +
+									      " is missing): " + StaleHint(root));
 			throw ErrnoError(fd, "open pinned program " + path);
 		}
 		ProgRef &prog = state->progs[i];

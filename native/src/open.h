@@ -13,7 +13,8 @@
 #include <memory>
 #include <string>
 
-namespace fg {
+namespace fg
+{
 
 struct OpenOptions {
 	std::string objectPath;

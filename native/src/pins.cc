@@ -10,9 +10,11 @@
 
 #include <cerrno>
 
-namespace fg {
+namespace fg
+{
 
-namespace {
+namespace
+{
 constexpr long kBpfFsMagic = 0xcafe4a11;
 }
 
@@ -62,9 +64,11 @@ void EnsureBpffs(const std::string &dir)
 	 * control over the data path) rather than failing, as DESIGN.md asks.
 	 */
 	if (mount("bpf", dir.c_str(), "bpf", 0, "mode=0700") != 0)
-		throw ErrnoError(errno, "mount bpffs on " + dir,
-				 errno == EPERM ? "needs root or CAP_SYS_ADMIN to mount bpffs; or point --bpffs below /sys/fs/bpf" :
-						  "");
+		throw ErrnoError(
+			errno, "mount bpffs on " + dir,
+			errno == EPERM ?
+				"needs root or CAP_SYS_ADMIN to mount bpffs; or point --bpffs below /sys/fs/bpf" :
+				"");
 }
 
 std::vector<std::string> ListDir(const std::string &dir)
@@ -102,7 +106,8 @@ void RmdirIfExists(const std::string &path)
 
 } // namespace fg
 
-namespace fg {
+namespace fg
+{
 
 void RemoveAllPins(const std::string &root)
 {

@@ -12,7 +12,8 @@
 #include <string>
 #include <vector>
 
-namespace fg {
+namespace fg
+{
 
 std::string JoinPath(const std::string &a, const std::string &b);
 bool PathExists(const std::string &path);
@@ -27,7 +28,8 @@ void RmdirIfExists(const std::string &path);
 
 } // namespace fg
 
-namespace fg {
+namespace fg
+{
 
 /*
  * Remove every pin under the root and the maps/ progs/ links/ directories

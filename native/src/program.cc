@@ -7,9 +7,11 @@
 
 #include <memory>
 
-namespace fg {
+namespace fg
+{
 
-namespace {
+namespace
+{
 
 struct Loaded {
 	bpf_object *obj;
@@ -22,14 +24,14 @@ Loaded LoadObject(const std::string &path, const std::string &progName)
 	bpf_object *obj = bpf_object__open_file(path.c_str(), nullptr);
 	if (!obj) {
 		int err = errno;
-		throw ErrnoError(err, "open BPF object " + path, err == ENOENT ? "build it first: npm run build:bpf" : log.Text());
+		throw ErrnoError(err, "open BPF object " + path,
+				 err == ENOENT ? "build it first: npm run build:bpf" : log.Text());
 	}
 	std::unique_ptr<bpf_object, void (*)(bpf_object *)> guard(obj, bpf_object__close);
 	bpf_program *found = nullptr;
 	std::string names;
 	bpf_program *p;
-	bpf_object__for_each_program(p, obj)
-	{
+	bpf_object__for_each_program(p, obj) {
 		std::string name = bpf_program__name(p);
 		names += (names.empty() ? "" : ", ") + name;
 		if (name == progName)
@@ -39,15 +41,13 @@ Loaded LoadObject(const std::string &path, const std::string &progName)
 		throw ErrnoError::WithMessage(ENOENT, "BPF object " + path + " has no program '" + progName +
 							      "' (it has: " + names + ")");
 	/* Load only the program asked for: a sibling the kernel rejects must not fail this one. */
-	bpf_object__for_each_program(p, obj)
-	{
+	bpf_object__for_each_program(p, obj) {
 		bpf_program__set_autoload(p, p == found);
 	}
 	int err = bpf_object__load(obj);
 	if (err) {
 		std::string tail = log.Text();
-		throw ErrnoError(err, "load program " + progName + " from " + path,
-				 tail.empty() ? DefaultHint(err) : DefaultHint(err) + "\nlibbpf said:\n" + tail);
+		throw ErrnoError(err, "load program " + progName + " from " + path, LoadFailureHint(err, tail));
 	}
 	guard.release();
 	return { obj, found };
@@ -58,10 +58,10 @@ Loaded LoadObject(const std::string &path, const std::string &progName)
 Napi::Function ProgramHandle::DefineClass(Napi::Env env)
 {
 	return Napi::ObjectWrap<ProgramHandle>::DefineClass(env, "ProgramHandle",
-							     {
-								     InstanceMethod<&ProgramHandle::TestRun>("testRun"),
-								     InstanceMethod<&ProgramHandle::Close>("close"),
-							     });
+							    {
+								    InstanceMethod<&ProgramHandle::TestRun>("testRun"),
+								    InstanceMethod<&ProgramHandle::Close>("close"),
+							    });
 }
 
 Napi::Value ProgramHandle::Load(const Napi::CallbackInfo &info)

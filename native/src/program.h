@@ -9,9 +9,11 @@
 
 #include <bpf/libbpf.h>
 
-namespace fg {
+namespace fg
+{
 
-class ProgramHandle : public Napi::ObjectWrap<ProgramHandle> {
+class ProgramHandle : public Napi::ObjectWrap<ProgramHandle>
+{
 public:
 	static Napi::Function DefineClass(Napi::Env env);
 	/* loadProgram(objectPath, programName) */

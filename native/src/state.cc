@@ -4,7 +4,8 @@
 
 #include <sys/mman.h>
 
-namespace fg {
+namespace fg
+{
 
 const char *HookName(Hook hook)
 {

@@ -12,7 +12,8 @@
 #include <map>
 #include <string>
 
-namespace fg {
+namespace fg
+{
 
 enum class Hook { Xdp = 0, TcEgress = 1, TcIngress = 2 };
 constexpr int kHookCount = 3;

@@ -9,9 +9,11 @@
 #include <cmath>
 #include <vector>
 
-namespace fg {
+namespace fg
+{
 
-namespace {
+namespace
+{
 
 /* Headroom for programs that grow the frame (encapsulation, adjust_head/tail). */
 constexpr size_t kFrameOutSlack = 512;
@@ -87,13 +89,16 @@ Napi::Object RunTest(Napi::Env env, int progFd, uint32_t progType, Napi::Buffer<
 
 	int err = bpf_prog_test_run_opts(progFd, &run);
 	if (err)
-		throw ErrnoError(err, "test-run program",
-				 err == -EINVAL ? "frame shorter than an Ethernet header, or a context field the kernel refuses" :
-						  "")
+		throw ErrnoError(
+			err, "test-run program",
+			err == -EINVAL ?
+				"frame shorter than an Ethernet header, or a context field the kernel refuses" :
+				"")
 			.ToJs(env);
 
 	Napi::Object res = Napi::Object::New(env);
-	res.Set("retval", Napi::Number::New(env, run.retval));
+	/* Signed: TC_ACT_UNSPEC is -1. */
+	res.Set("retval", Napi::Number::New(env, static_cast<int32_t>(run.retval)));
 	res.Set("durationNs", Napi::Number::New(env, run.duration));
 	res.Set("frameOut", Napi::Buffer<uint8_t>::Copy(env, out.data(), run.data_size_out));
 	return res;

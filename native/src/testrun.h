@@ -10,7 +10,8 @@
 #include <cstdint>
 #include <optional>
 
-namespace fg {
+namespace fg
+{
 
 struct TestRunOptions {
 	uint32_t repeat = 1;
