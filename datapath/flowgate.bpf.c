@@ -43,6 +43,9 @@ static __always_inline int fg_tc(struct __sk_buff *skb, __u8 direction)
 		.ifindex = skb->ifindex,
 		.direction = direction,
 		.gso_segs = skb->gso_segs,
+		.gso_size = skb->gso_size,
+		/* The stack keeps an 802.1Q tag outside the data on TC ingress and on VLAN devices' egress. */
+		.offloaded_vlan = skb->vlan_present ? FG_VLAN_OFFLOADED | (skb->vlan_tci & 0x0FFF) : 0,
 	};
 
 	/* TC_ACT_UNSPEC on pass lets any later tc filter on the hook still run. */

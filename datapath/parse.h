@@ -24,6 +24,9 @@
 /* How deep the IPv6 extension-header chain is walked before giving up. */
 #define FG_MAX_EXT_HEADERS 8
 
+/* Marks fg_parse()'s offloaded_vlan argument as present (vid 0 is a valid priority tag). */
+#define FG_VLAN_OFFLOADED 0x10000
+
 /* Ethernet types and IPv6 next-header values we branch on. */
 #define FG_ETH_P_8021Q 0x8100
 #define FG_ETH_P_8021AD 0x88A8
@@ -46,8 +49,8 @@ enum fg_parse_result {
 
 struct fg_packet {
 	struct fg_flow_key key;
-	__u32 ip_len;    /* IP packet length: what the flow's bytes count */
-	__u32 hdr_len;   /* L3 + L4 header bytes (to size GSO segments) */
+	__u32 ip_len;	 /* IP packet length: what the flow's bytes count */
+	__u32 hdr_len;	 /* L3 + L4 header bytes (to size GSO segments) */
 	__u32 tcp_flags; /* this packet's TCP flags, 0 if not TCP */
 };
 
@@ -156,7 +159,7 @@ static __always_inline int fg_parse_l4(struct fg_packet *pkt, void *l4, void *da
 	return FG_PARSE_IP;
 }
 
-static __always_inline int fg_parse_ipv4(struct fg_packet *pkt, void *l3, void *data_end, __u64 l3_avail)
+static __always_inline int fg_parse_ipv4(struct fg_packet *pkt, void *l3, void *data_end, __u64 l3_avail, int gso)
 {
 	struct iphdr *iph = l3;
 
@@ -166,8 +169,14 @@ static __always_inline int fg_parse_ipv4(struct fg_packet *pkt, void *l3, void *
 		return FG_PARSE_MALFORMED + FG_MAL_IPV4_HDR;
 
 	__u32 hlen = iph->ihl * 4;
-	__u32 tot = bpf_ntohs(iph->tot_len);
+	__u64 tot = bpf_ntohs(iph->tot_len);
 
+	/*
+	 * Total length 0 on a TCP GSO packet is IPv4 BIG TCP (beyond 64 KiB):
+	 * the packet is the rest of the skb, as the kernel's iph_totlen() says.
+	 */
+	if (tot == 0 && gso && iph->protocol == IPPROTO_TCP)
+		tot = l3_avail;
 	if (l3 + hlen > data_end)
 		return FG_PARSE_MALFORMED + FG_MAL_IPV4_TRUNC;
 	if (tot < hlen || tot > l3_avail)
@@ -183,7 +192,8 @@ static __always_inline int fg_parse_ipv4(struct fg_packet *pkt, void *l3, void *
 	/* A non-first fragment has no transport header: the flow has no ports. */
 	if (bpf_ntohs(iph->frag_off) & 0x1FFF)
 		return FG_PARSE_IP;
-	return fg_parse_l4(pkt, l3 + hlen, data_end, l3 + tot, iph->protocol, hlen);
+	/* Clamp for the verifier, as for IPv6: a longer (GSO) packet is still bounded by data_end. */
+	return fg_parse_l4(pkt, l3 + hlen, data_end, l3 + (tot > 0xFFFF ? 0xFFFF : tot), iph->protocol, hlen);
 }
 
 static __always_inline int fg_parse_ipv6(struct fg_packet *pkt, void *l3, void *data_end, __u64 l3_avail)
@@ -279,8 +289,14 @@ static __always_inline int fg_parse_ipv6(struct fg_packet *pkt, void *l3, void *
 /*
  * Parse a frame. `frame_len` is the whole frame (skb->len on TC, which may
  * exceed the linear data_end - data); length fields are checked against it.
+ * `gso` is set for a TC GSO super-packet (skb gso_size != 0), whose IPv4
+ * total length may be 0 (BIG TCP). `offloaded_vlan` is FG_VLAN_OFFLOADED |
+ * vid when the kernel holds the outer tag outside the data (TC: the NIC or
+ * the stack stripped it into skb->vlan_tci), else 0: that tag is the outer
+ * VLAN, and at most one more tag may follow in the data.
  */
-static __always_inline int fg_parse(struct fg_packet *pkt, void *data, void *data_end, __u64 frame_len)
+static __always_inline int fg_parse(struct fg_packet *pkt, void *data, void *data_end, __u64 frame_len, int gso,
+				    __u32 offloaded_vlan)
 {
 	struct ethhdr *eth = data;
 	void *cur = data + sizeof(*eth);
@@ -289,11 +305,15 @@ static __always_inline int fg_parse(struct fg_packet *pkt, void *data, void *dat
 		return FG_PARSE_MALFORMED + FG_MAL_ETH_TRUNC;
 
 	__u16 proto = bpf_ntohs(eth->h_proto);
-	int i;
+	int depth = 0, i;
 
+	if (offloaded_vlan & FG_VLAN_OFFLOADED) {
+		pkt->key.vlan = offloaded_vlan & 0x0FFF;
+		depth = 1;
+	}
 #pragma unroll
 	for (i = 0; i < 2; i++) {
-		if (proto != FG_ETH_P_8021Q && proto != FG_ETH_P_8021AD)
+		if (depth >= 2 || (proto != FG_ETH_P_8021Q && proto != FG_ETH_P_8021AD))
 			break;
 		struct fg_vlan_hdr *vh = cur;
 
@@ -301,10 +321,11 @@ static __always_inline int fg_parse(struct fg_packet *pkt, void *data, void *dat
 			return FG_PARSE_MALFORMED + FG_MAL_VLAN_TRUNC;
 		__u16 vid = bpf_ntohs(vh->tci) & 0x0FFF;
 
-		if (i == 0)
+		if (depth == 0)
 			pkt->key.vlan = vid;
 		else
 			pkt->key.inner_vlan = vid;
+		depth++;
 		proto = bpf_ntohs(vh->encap_proto);
 		cur = vh + 1;
 	}
@@ -315,7 +336,7 @@ static __always_inline int fg_parse(struct fg_packet *pkt, void *data, void *dat
 	__u64 l3_avail = frame_len > l3_off ? frame_len - l3_off : 0;
 
 	if (proto == FG_ETH_P_IP)
-		return fg_parse_ipv4(pkt, cur, data_end, l3_avail);
+		return fg_parse_ipv4(pkt, cur, data_end, l3_avail, gso);
 	if (proto == FG_ETH_P_IPV6)
 		return fg_parse_ipv6(pkt, cur, data_end, l3_avail);
 	return FG_PARSE_NON_IP;

@@ -112,8 +112,8 @@ static long fg_scan_one(__u32 i, void *arg)
 	return 1;
 }
 
-static __always_inline void fg_match_rules(const struct fg_config *cfg, const struct fg_flow_key *key,
-					   __u32 gen, struct fg_verdict *best)
+static __always_inline void fg_match_rules(const struct fg_config *cfg, const struct fg_flow_key *key, __u32 gen,
+					   struct fg_verdict *best)
 {
 	__u32 slot = gen & 1;
 	struct fg_lpm_key lk;

@@ -209,4 +209,3 @@ export class Datapath {
     this.native.close();
   }
 }
-

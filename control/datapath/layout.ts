@@ -291,7 +291,11 @@ export function* decodeFlowRecords(buf: Buffer): Generator<FlowRecord> {
 }
 
 /** Encode a flow key (tests and benchmarks seed maps with these). */
-export function encodeFlowKey(k: Omit<FlowRecord, keyof FlowCounters>, out = Buffer.alloc(FLOW_KEY.size), at = 0): Buffer {
+export function encodeFlowKey(
+  k: Omit<FlowRecord, keyof FlowCounters>,
+  out = Buffer.alloc(FLOW_KEY.size),
+  at = 0,
+): Buffer {
   k.srcAddr.copy(out, at + K.src_addr!);
   k.dstAddr.copy(out, at + K.dst_addr!);
   out.writeUInt16LE(k.srcPort, at + K.src_port!);
@@ -355,7 +359,10 @@ export function decodeIfaceStats(buf: Buffer): IfaceStats[] {
 }
 
 export function decodeSlotStats(buf: Buffer): { newFlows: number; insertFailed: number } {
-  return { newFlows: readU64(buf, off(SLOT_STATS, 'new_flows')), insertFailed: readU64(buf, off(SLOT_STATS, 'insert_failed')) };
+  return {
+    newFlows: readU64(buf, off(SLOT_STATS, 'new_flows')),
+    insertFailed: readU64(buf, off(SLOT_STATS, 'insert_failed')),
+  };
 }
 
 export function decodeRuleStats(buf: Buffer): { packets: number; bytes: number } {

@@ -47,8 +47,7 @@ export function compareRank(a: Ranked, b: Ranked): number {
 }
 
 function isPlain(rule: Rule): 'src' | 'dst' | undefined {
-  const extra =
-    rule.protocol !== undefined || rule.srcPorts || rule.dstPorts || rule.iface !== undefined;
+  const extra = rule.protocol !== undefined || rule.srcPorts || rule.dstPorts || rule.iface !== undefined;
   if (extra) return undefined;
   if (rule.src && !rule.dst) return 'src';
   if (rule.dst && !rule.src) return 'dst';
@@ -144,7 +143,10 @@ export function compileRules(rules: readonly Rule[], ifindexOf: IfindexResolver)
     );
   }
   complex.sort((a, b) =>
-    compareRank({ ruleId: a.id, priority: a.priority, action: a.action }, { ruleId: b.id, priority: b.priority, action: b.action }),
+    compareRank(
+      { ruleId: a.id, priority: a.priority, action: a.action },
+      { ruleId: b.id, priority: b.priority, action: b.action },
+    ),
   );
   return { src: resolveLpm(src), dst: resolveLpm(dst), complex };
 }

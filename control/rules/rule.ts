@@ -64,7 +64,8 @@ function prefixField(field: string, value: unknown): ParsedPrefix {
 export function parseProtocol(value: string | number, field = 'protocol'): number {
   if (typeof value === 'number' || /^\d+$/.test(String(value))) {
     const n = Number(value);
-    if (!Number.isInteger(n) || n < 0 || n > 255) throw new RuleError(field, `${value} is not an IP protocol number (0-255)`);
+    if (!Number.isInteger(n) || n < 0 || n > 255)
+      throw new RuleError(field, `${value} is not an IP protocol number (0-255)`);
     return n;
   }
   const n = PROTOCOLS[String(value).toLowerCase()];

@@ -14,15 +14,8 @@
 #ifndef FLOWGATE_H
 #define FLOWGATE_H
 
-#ifdef __BPF__
+/* The kernel's UAPI types, for the BPF programs and for userspace alike (libbpf uses them too). */
 #include <linux/types.h>
-#else
-#include <stdint.h>
-typedef uint8_t __u8;
-typedef uint16_t __u16;
-typedef uint32_t __u32;
-typedef uint64_t __u64;
-#endif
 
 #define FG_LAYOUT_VERSION 1
 
@@ -57,11 +50,11 @@ struct fg_flow_key {
 	__u16 src_port;
 	__u16 dst_port;
 	__u32 ifindex;
-	__u16 vlan;       /* outer VLAN id (802.1Q or 802.1ad S-tag), 0 = untagged */
+	__u16 vlan;	  /* outer VLAN id (802.1Q or 802.1ad S-tag), 0 = untagged */
 	__u16 inner_vlan; /* inner VLAN id of a double-tagged frame, 0 = none */
-	__u8 protocol;    /* IP protocol (the last header of an IPv6 chain) */
-	__u8 family;      /* enum fg_family */
-	__u8 direction;   /* enum fg_direction */
+	__u8 protocol;	  /* IP protocol (the last header of an IPv6 chain) */
+	__u8 family;	  /* enum fg_family */
+	__u8 direction;	  /* enum fg_direction */
 	__u8 pad;
 };
 
@@ -79,12 +72,12 @@ struct fg_flow_value {
 	__u64 dropped_packets;
 	__u64 dropped_bytes;
 	__u64 first_seen_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
-	__u64 last_seen_ns;
-	__u32 rule_id;     /* rule that last matched this flow, 0 = none yet */
-	__u32 tcp_flags;   /* OR of TCP flags (FIN..CWR in the low 8 bits) */
-	__u32 rule_gen;    /* rule-set generation the cached verdict belongs to */
-	__u32 cached_rule; /* rule of the cached verdict, 0 = no rule matched */
-	__u8 verdict;      /* cached enum fg_action */
+	__u64 last_seen_ns;  /* CLOCK_MONOTONIC_COARSE, never below first_seen_ns */
+	__u32 rule_id;	     /* rule that last matched this flow, 0 = none yet */
+	__u32 tcp_flags;     /* OR of TCP flags (FIN..CWR in the low 8 bits) */
+	__u32 rule_gen;	     /* rule-set generation the cached verdict belongs to */
+	__u32 cached_rule;   /* rule of the cached verdict, 0 = no rule matched */
+	__u8 verdict;	     /* cached enum fg_action */
 	__u8 pad[7];
 };
 
@@ -95,15 +88,15 @@ struct fg_flow_value {
  * the old or the new value of each field, never a torn one.
  */
 struct fg_config {
-	__u32 layout_version; /* FG_LAYOUT_VERSION of whoever created the maps */
-	__u32 flow_slot;      /* flow map (0 or 1) programs write */
-	__u32 rule_gen;       /* active rule set generation; slot = rule_gen & 1 */
+	__u32 layout_version;	/* FG_LAYOUT_VERSION of whoever created the maps */
+	__u32 flow_slot;	/* flow map (0 or 1) programs write */
+	__u32 rule_gen;		/* active rule set generation; slot = rule_gen & 1 */
 	__u32 complex_count[2]; /* multi-field rules present in each rule slot */
-	__u32 src_prefixes[2];  /* entries in each slot's source LPM trie */
-	__u32 dst_prefixes[2];  /* entries in each slot's destination LPM trie */
-	__u32 max_flows;      /* entries per flow map, as loaded */
-	__u32 max_rules;      /* size of rule_stats: rule ids are < max_rules */
-	__u32 max_prefixes;   /* capacity of each LPM trie */
+	__u32 src_prefixes[2];	/* entries in each slot's source LPM trie */
+	__u32 dst_prefixes[2];	/* entries in each slot's destination LPM trie */
+	__u32 max_flows;	/* entries per flow map, as loaded */
+	__u32 max_rules;	/* size of rule_stats: rule ids are < max_rules */
+	__u32 max_prefixes;	/* capacity of each LPM trie */
 };
 
 /*
@@ -174,19 +167,19 @@ struct fg_rule_stats {
 
 /* Why a frame was not turned into a flow. Index into fg_iface_stats.malformed. */
 enum fg_malformed_reason {
-	FG_MAL_ETH_TRUNC = 0,   /* shorter than an Ethernet header */
-	FG_MAL_VLAN_TRUNC,      /* VLAN tag cut short */
-	FG_MAL_VLAN_DEPTH,      /* more than two VLAN tags */
-	FG_MAL_IPV4_TRUNC,      /* IPv4 header cut short */
-	FG_MAL_IPV4_HDR,        /* version != 4 or IHL < 5 */
-	FG_MAL_IPV4_LEN,        /* total length < header or > frame */
-	FG_MAL_IPV6_TRUNC,      /* IPv6 fixed header cut short */
-	FG_MAL_IPV6_HDR,        /* version != 6 */
-	FG_MAL_IPV6_LEN,        /* payload length beyond the frame */
-	FG_MAL_EXT_TRUNC,       /* IPv6 extension header cut short */
-	FG_MAL_EXT_DEPTH,       /* extension chain longer than we walk */
-	FG_MAL_L4_TRUNC,        /* TCP/UDP/SCTP/ICMP header cut short */
-	FG_MAL_TCP_DOFF,        /* TCP data offset < 5 or beyond the packet */
+	FG_MAL_ETH_TRUNC = 0, /* shorter than an Ethernet header */
+	FG_MAL_VLAN_TRUNC,    /* VLAN tag cut short */
+	FG_MAL_VLAN_DEPTH,    /* more than two VLAN tags */
+	FG_MAL_IPV4_TRUNC,    /* IPv4 header cut short */
+	FG_MAL_IPV4_HDR,      /* version != 4 or IHL < 5 */
+	FG_MAL_IPV4_LEN,      /* total length < header or > frame */
+	FG_MAL_IPV6_TRUNC,    /* IPv6 fixed header cut short */
+	FG_MAL_IPV6_HDR,      /* version != 6 */
+	FG_MAL_IPV6_LEN,      /* payload length beyond the frame */
+	FG_MAL_EXT_TRUNC,     /* IPv6 extension header cut short */
+	FG_MAL_EXT_DEPTH,     /* extension chain longer than we walk */
+	FG_MAL_L4_TRUNC,      /* TCP/UDP/SCTP/ICMP header cut short */
+	FG_MAL_TCP_DOFF,      /* TCP data offset < 5 or beyond the packet */
 	FG_MAL_REASONS,
 };
 
@@ -207,7 +200,7 @@ struct fg_iface_stats {
 	__u64 dropped_bytes; /* frame bytes */
 	__u64 ip_packets;
 	__u64 non_ip_packets;
-	__u64 new_flows;          /* flow entries inserted */
+	__u64 new_flows;	  /* flow entries inserted */
 	__u64 flow_insert_failed; /* inserts the kernel refused */
 	__u64 malformed[FG_MAL_REASONS];
 };

@@ -8,7 +8,7 @@
 
 #include "state.h"
 
-#include "flowgate_h.h"
+#include <flowgate.h>
 
 namespace fg
 {

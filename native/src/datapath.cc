@@ -9,7 +9,7 @@
 #include "pins.h"
 #include "testrun.h"
 
-#include "flowgate_h.h"
+#include <flowgate.h>
 
 #include <cmath>
 

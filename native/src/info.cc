@@ -71,8 +71,12 @@ bool IsArrayType(uint32_t type)
 
 bool HasBatchOps(uint32_t type)
 {
-	/* LPM tries (and most special maps) have no batch ops: callers loop per element. */
-	return IsHashType(type) || IsArrayType(type);
+	/*
+	 * Worth trying. Kernels without a batch op for a map type (LPM tries on
+	 * many kernels) answer ENOTSUPP before touching anything, and callers
+	 * then loop per element. Map-in-map values are fds in, ids out: never batched.
+	 */
+	return type != BPF_MAP_TYPE_ARRAY_OF_MAPS && type != BPF_MAP_TYPE_HASH_OF_MAPS;
 }
 
 int PossibleCpus()

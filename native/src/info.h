@@ -22,7 +22,7 @@ bool IsPerCpuType(uint32_t type);
 /* Hash-family maps, the only ones with BPF_MAP_LOOKUP_AND_DELETE_BATCH. */
 bool IsHashType(uint32_t type);
 bool IsArrayType(uint32_t type);
-/* Maps whose kernel implementation has the generic batch lookup/update ops. */
+/* Maps worth a batch syscall (callers fall back to per-element ops on ENOTSUPP). */
 bool HasBatchOps(uint32_t type);
 
 inline size_t RoundUp8(size_t n)

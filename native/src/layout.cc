@@ -2,7 +2,7 @@
 
 #include "attach.h"
 
-#include "flowgate_h.h"
+#include <flowgate.h>
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 

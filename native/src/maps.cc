@@ -23,6 +23,8 @@ namespace
 
 /* Entries per batch syscall: large enough that syscall overhead vanishes, small enough to stay in cache. */
 constexpr uint32_t kBatch = 8192;
+/* ...but at most this much scratch: a per-CPU value on a 256-CPU host is 256 values wide. */
+constexpr size_t kBatchBytes = 8 << 20;
 /* Per-element operations (LPM tries, clear of arrays) in chunks of this many. */
 constexpr uint32_t kChunk = 4096;
 constexpr int kENOTSUPP = 524;
@@ -65,6 +67,14 @@ MapDesc Describe(const MapRef &m, bool dupFd)
 	d.cpus = m.perCpu ? PossibleCpus() : 1;
 	d.kernelValueSize = m.perCpu ? RoundUp8(m.valueSize) * d.cpus : m.valueSize;
 	return d;
+}
+
+/* Entries per batch for this map's record size (kernel format). */
+uint32_t BatchFor(const MapDesc &m)
+{
+	size_t perEntry = m.keySize + m.kernelValueSize;
+	size_t n = kBatchBytes / (perEntry ? perEntry : 1);
+	return static_cast<uint32_t>(std::max<size_t>(64, std::min<size_t>(kBatch, n)));
 }
 
 /* Sum each u64 lane of a per-CPU value over the CPUs; write valueSize bytes. */
@@ -139,7 +149,7 @@ Bytes CollectKeys(const MapDesc &m)
 template <typename Sink>
 bool BatchRead(const MapDesc &m, bool del, Sink sink)
 {
-	uint32_t batch = kBatch;
+	uint32_t batch = BatchFor(m);
 	Bytes keys(static_cast<size_t>(batch) * m.keySize);
 	Bytes values(static_cast<size_t>(batch) * m.kernelValueSize);
 	/* The position token is a bucket index (hash) or a key (arrays): room for either. */
@@ -259,7 +269,7 @@ void ReadAll(const MapDesc &m, bool del, RecordBuffer &out)
 		memcpy(at, key, m.keySize);
 		ToUser(m, value, at + m.keySize);
 	};
-	if (HasBatchOps(m.type) && (!del || IsHashType(m.type))) {
+	if (HasBatchOps(m.type)) {
 		bool done = BatchRead(m, del, [&](const uint8_t *keys, const uint8_t *values, uint32_t n) {
 			uint8_t *at = out.Extend(n * rec);
 			for (uint32_t i = 0; i < n; i++, at += rec) {
@@ -302,7 +312,7 @@ void WriteAll(const MapDesc &m, const Bytes &keys, const Bytes &values, size_t c
 		size_t done = 0;
 		bool batched = true;
 		while (done < count) {
-			__u32 n = static_cast<__u32>(std::min<size_t>(count - done, kBatch));
+			__u32 n = static_cast<__u32>(std::min<size_t>(count - done, BatchFor(m)));
 			int err = bpf_map_update_batch(m.fd.get(), &keys[done * m.keySize],
 						       &values[done * m.kernelValueSize], &n, &opts);
 			if (err && done == 0 && n == 0 && NotSupported(err)) {
@@ -335,7 +345,7 @@ uint64_t DeleteAll(const MapDesc &m, const uint8_t *keys, size_t count)
 			EINVAL, "map " + m.name + " is an array: its entries can't be deleted, use clear()");
 	uint64_t deleted = 0;
 	size_t done = 0;
-	if (IsHashType(m.type)) {
+	if (HasBatchOps(m.type)) {
 		LIBBPF_OPTS(bpf_map_batch_opts, opts);
 		while (done < count) {
 			__u32 n = static_cast<__u32>(std::min<size_t>(count - done, kBatch));
@@ -384,7 +394,8 @@ uint64_t Clear(const MapDesc &m)
 		throw ErrnoError::WithMessage(EINVAL, "map " + m.name + " (type " + std::to_string(m.type) +
 							      ") can't be cleared");
 	uint64_t count = 0;
-	if (IsHashType(m.type) && BatchRead(m, true, [&](const uint8_t *, const uint8_t *, uint32_t n) { count += n; }))
+	if (HasBatchOps(m.type) &&
+	    BatchRead(m, true, [&](const uint8_t *, const uint8_t *, uint32_t n) { count += n; }))
 		return count;
 	Bytes keys = CollectKeys(m);
 	return DeleteAll(m, keys.data(), keys.size() / m.keySize);
@@ -546,7 +557,7 @@ private:
 		 * Scratch for one batch, faulted in before the clock starts; every
 		 * batch overwrites it. The timed loop is nothing but the syscalls.
 		 */
-		uint32_t batch = kBatch;
+		uint32_t batch = BatchFor(map_);
 		Bytes keys(static_cast<size_t>(batch) * map_.keySize, 1);
 		Bytes values(static_cast<size_t>(batch) * map_.kernelValueSize, 1);
 		Bytes in(map_.keySize + 8), out(map_.keySize + 8);

@@ -8,7 +8,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include "flowgate_h.h"
+#include <flowgate.h>
 #include <sys/file.h>
 
 #include <cerrno>

@@ -222,7 +222,9 @@ test('one million prefixes: every probe answers like the rule list says', async 
     for (let i = 0; i < 1_000_000; i++) {
       const net = (1 << 16) + i; // /24 index above 1.0.0.0
       const text = `${net >>> 16}.${(net >>> 8) & 255}.${net & 255}.0/24`;
-      rules.push(parseRule({ action: i % 10 === 0 ? 'allow' : 'drop', src: text, priority: i % 10 === 0 ? 200 : 100 }, i + 1));
+      rules.push(
+        parseRule({ action: i % 10 === 0 ? 'allow' : 'drop', src: text, priority: i % 10 === 0 ? 200 : 100 }, i + 1),
+      );
     }
     rules.push(parseRule({ action: 'drop', src: '16.0.0.0/8', priority: 150 }, 1_000_001));
     const started = Date.now();
@@ -237,7 +239,11 @@ test('one million prefixes: every probe answers like the rule list says', async 
     for (const i of [0, 1, 9, 10, 11, 499_999, 500_000, 999_990, 999_999]) {
       assert.equal(probe(i), i % 10 === 0 ? XDP_PASS : XDP_DROP, `prefix #${i}`);
     }
-    assert.equal(env.dp.testRun('xdp', tcp('16.200.0.1', '192.0.2.1')).retval, XDP_DROP, 'outside the /24s, inside the /8');
+    assert.equal(
+      env.dp.testRun('xdp', tcp('16.200.0.1', '192.0.2.1')).retval,
+      XDP_DROP,
+      'outside the /24s, inside the /8',
+    );
     assert.equal(env.dp.testRun('xdp', tcp('100.64.0.1', '192.0.2.1')).retval, XDP_PASS, 'outside everything');
   } finally {
     env.destroy();
