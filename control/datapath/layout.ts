@@ -5,7 +5,7 @@
  * here against the native addon's offsetof() of the C header.
  */
 
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2;
 
 export const Direction = { ingress: 1, egress: 2 } as const;
 export type DirectionName = keyof typeof Direction;
@@ -89,7 +89,7 @@ export const FLOW_VALUE = struct(72, [
   ['pad', 7],
 ]);
 
-export const CONFIG = struct(48, [
+export const CONFIG = struct(60, [
   ['layout_version', 4],
   ['flow_slot', 4],
   ['rule_gen', 4],
@@ -99,6 +99,8 @@ export const CONFIG = struct(48, [
   ['max_flows', 4],
   ['max_rules', 4],
   ['max_prefixes', 4],
+  ['slot_epoch', 8],
+  ['instance', 4],
 ]);
 
 export const LPM_KEY = struct(24, [
@@ -207,6 +209,8 @@ export interface DatapathConfig {
   maxFlows: number;
   maxRules: number;
   maxPrefixes: number;
+  slotEpoch: [number, number];
+  instance: number;
 }
 
 export function decodeConfig(buf: Buffer): DatapathConfig {
@@ -221,6 +225,8 @@ export function decodeConfig(buf: Buffer): DatapathConfig {
     maxFlows: u32('max_flows'),
     maxRules: u32('max_rules'),
     maxPrefixes: u32('max_prefixes'),
+    slotEpoch: [u32('slot_epoch', 0), u32('slot_epoch', 1)],
+    instance: u32('instance'),
   };
 }
 

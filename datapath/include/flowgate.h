@@ -17,7 +17,7 @@
 /* The kernel's UAPI types, for the BPF programs and for userspace alike (libbpf uses them too). */
 #include <linux/types.h>
 
-#define FG_LAYOUT_VERSION 1
+#define FG_LAYOUT_VERSION 2
 
 /* Directions, as stored in flow keys and the flows table's Enum8. */
 enum fg_direction {
@@ -97,6 +97,14 @@ struct fg_config {
 	__u32 max_flows;	/* entries per flow map, as loaded */
 	__u32 max_rules;	/* size of rule_stats: rule ids are < max_rules */
 	__u32 max_prefixes;	/* capacity of each LPM trie */
+	/*
+	 * Agent bookkeeping, never read by the programs: the drain epoch each
+	 * flow slot's contents belong to, and a random id of this set of maps.
+	 * Together they name a drained batch uniquely, so a batch is spooled
+	 * and stored exactly once even across agent restarts.
+	 */
+	__u32 slot_epoch[2];
+	__u32 instance;
 };
 
 /*
@@ -220,7 +228,7 @@ struct fg_slot_stats {
 #endif
 FG_STATIC_ASSERT(sizeof(struct fg_flow_key) == 48, "fg_flow_key layout");
 FG_STATIC_ASSERT(sizeof(struct fg_flow_value) == 72, "fg_flow_value layout");
-FG_STATIC_ASSERT(sizeof(struct fg_config) == 48, "fg_config layout");
+FG_STATIC_ASSERT(sizeof(struct fg_config) == 60, "fg_config layout");
 FG_STATIC_ASSERT(sizeof(struct fg_lpm_key) == 24, "fg_lpm_key layout");
 FG_STATIC_ASSERT(sizeof(struct fg_lpm_verdict) == 12, "fg_lpm_verdict layout");
 FG_STATIC_ASSERT(sizeof(struct fg_rule) == 88, "fg_rule layout");

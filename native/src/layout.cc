@@ -53,7 +53,7 @@ Napi::Value Layout(const Napi::CallbackInfo &info)
 	FG_STRUCT(fg_config, FG_FIELD(fg_config, layout_version); FG_FIELD(fg_config, flow_slot);
 		  FG_FIELD(fg_config, rule_gen); FG_FIELD(fg_config, complex_count); FG_FIELD(fg_config, src_prefixes);
 		  FG_FIELD(fg_config, dst_prefixes); FG_FIELD(fg_config, max_flows); FG_FIELD(fg_config, max_rules);
-		  FG_FIELD(fg_config, max_prefixes));
+		  FG_FIELD(fg_config, max_prefixes); FG_FIELD(fg_config, slot_epoch); FG_FIELD(fg_config, instance));
 	FG_STRUCT(fg_lpm_key, FG_FIELD(fg_lpm_key, prefixlen); FG_FIELD(fg_lpm_key, data); FG_FIELD(fg_lpm_key, pad));
 	FG_STRUCT(fg_lpm_verdict, FG_FIELD(fg_lpm_verdict, rule_id); FG_FIELD(fg_lpm_verdict, priority);
 		  FG_FIELD(fg_lpm_verdict, action); FG_FIELD(fg_lpm_verdict, pad));

@@ -1,0 +1,68 @@
+/**
+ * The flow store's contract: one implementation (flow-store.ts) over
+ * @clickhouse/client, either an embedded chDB (chdb/connection) or a
+ * ClickHouse server by URL. Same client, same SQL.
+ */
+
+export type StoreTarget =
+  /** Embedded engine under `dir` (chdb is loaded only in this mode). */
+  | { kind: 'embedded'; dir: string }
+  /** http(s)://user:pass@host:port[/?database=…]; TLS when https. */
+  | { kind: 'server'; url: string };
+
+export interface StoreOptions {
+  target: StoreTarget;
+  /** Days flows are kept (TTL of flowgate.flows); rollups keep longer. */
+  retentionDays: number;
+  /** Per-request timeout for the server path. */
+  requestTimeoutMs?: number;
+}
+
+/** A batch of flow rows already encoded in bulk for INSERT (see flow-rows.ts). */
+export interface EncodedRows {
+  /** The rows in `format`, one per line. */
+  body: string;
+  format: 'TabSeparated';
+  rows: number;
+  /** Column list, in the order `body` has them. */
+  columns: readonly string[];
+}
+
+export interface QueryResult {
+  columns: Array<{ name: string; type: string }>;
+  rows: unknown[][];
+}
+
+export interface QueryLimits {
+  /** ClickHouse max_execution_time, seconds. */
+  maxSeconds: number;
+  /** ClickHouse max_result_rows (result_overflow_mode 'throw'). */
+  maxRows: number;
+}
+
+/** A store error a caller can act on: `retryable` for outages, not for bad SQL. */
+export class StoreError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    readonly clickhouseCode?: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface FlowStore {
+  /** Apply schema/ migrations not yet recorded; safe to run twice. Returns the versions applied now. */
+  migrate(): Promise<string[]>;
+  /**
+   * Insert one drained batch. `token` is unique per batch and stable across
+   * retries and restarts: a retried insert of the same token is dropped by
+   * ClickHouse's insert deduplication, so each row lands exactly once.
+   */
+  insertFlows(rows: EncodedRows, token: string): Promise<void>;
+  /** Read-only SQL (readonly=1 and the limits), for the API and the CLI. */
+  query(sql: string, limits: QueryLimits): Promise<QueryResult>;
+  /** True when the store answers. */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
