@@ -3,7 +3,7 @@
 #
 # 1. bash scripts/install-deps.sh — system packages, npm ci, build (bpf, native, ts);
 #    set FLOWGATE_SKIP_INSTALL=1 to skip this step in a quick edit-test loop.
-# 2. node's test runner, one file at a time, over test/{unit,datapath,native,e2e,api}/*.test.ts
+# 2. node's test runner, one file at a time, over test/{unit,datapath,native,store,e2e,api}/*.test.ts
 #    (or only the files given as arguments).
 # 3. Fails when the runner fails, when no test ran, and — under CI=true — when any test was
 #    skipped (tests that need root/bpf()/netns must fail in CI, not skip: test/lib/privileges.ts).
@@ -45,11 +45,11 @@ if (($# > 0)); then
 	done
 else
 	shopt -s nullglob
-	files=(test/unit/*.test.ts test/datapath/*.test.ts test/native/*.test.ts test/e2e/*.test.ts test/api/*.test.ts)
+	files=(test/unit/*.test.ts test/datapath/*.test.ts test/native/*.test.ts test/store/*.test.ts test/e2e/*.test.ts test/api/*.test.ts)
 	shopt -u nullglob
 fi
 if ((${#files[@]} == 0)); then
-	say "FAILED: no test files found (looked in test/{unit,datapath,native,e2e,api}/*.test.ts)" >&2
+	say "FAILED: no test files found (looked in test/{unit,datapath,native,store,e2e,api}/*.test.ts)" >&2
 	exit 1
 fi
 

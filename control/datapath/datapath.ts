@@ -11,6 +11,7 @@
  *    switch is atomic for every packet) and waits a grace period before the
  *    old slot may be reused.
  */
+import { randomInt } from 'node:crypto';
 import {
   loadNative,
   flowgateObjectPath,
@@ -137,6 +138,63 @@ export class Datapath {
     const { newFlows, insertFailed } = stats ? decodeSlotStats(stats) : { newFlows: 0, insertFailed: 0 };
     this.native.update('slot_stats', u32Key(slot), Buffer.alloc(SLOT_STATS.size));
     return { slot, records, count, newFlows, insertFailed, evicted: Math.max(0, newFlows - count) };
+  }
+
+  /**
+   * The random id of this set of maps (set once, survives restarts through
+   * the pins). With a slot's epoch it names a drained batch uniquely.
+   */
+  instance(): number {
+    const current = this.config().instance;
+    if (current) return current;
+    const id = randomInt(1, 0xffffffff) >>> 0 || 1;
+    this.native.writeConfigU32(configOffset('instance'), id);
+    return id;
+  }
+
+  /** The slot programs do not write, and the epoch its contents belong to. */
+  idleSlot(): { slot: number; epoch: number } {
+    const cfg = this.config();
+    const slot = (cfg.flowSlot & 1) ^ 1;
+    return { slot, epoch: cfg.slotEpoch[slot]! };
+  }
+
+  /**
+   * Switch programs to the idle slot (which must be empty: released) under
+   * the next epoch, and wait until no program still writes the old one.
+   * Returns the slot just retired and its epoch: read it, then release it.
+   */
+  flip(): Promise<{ slot: number; epoch: number }> {
+    return this.serial.run(async () => {
+      const cfg = this.config();
+      const old = cfg.flowSlot & 1;
+      const next = old ^ 1;
+      const epoch = cfg.slotEpoch[old]!;
+      this.native.writeConfigU32(configOffset('slot_epoch', next), (epoch + 1) >>> 0);
+      this.native.writeConfigU32(configOffset('flow_slot'), next);
+      this.native.synchronize();
+      return { slot: old, epoch };
+    });
+  }
+
+  /** Read every flow of a retired slot without deleting it (spool first, then release). */
+  readSlot(slot: number): Promise<Drain> {
+    return this.serial.run(async () => {
+      const records = await this.native.dumpAll(FLOW_MAPS[slot]!);
+      const count = flowRecordCount(records);
+      const stats = this.native.lookup('slot_stats', u32Key(slot));
+      const { newFlows, insertFailed } = stats ? decodeSlotStats(stats) : { newFlows: 0, insertFailed: 0 };
+      return { slot, records, count, newFlows, insertFailed, evicted: Math.max(0, newFlows - count) };
+    });
+  }
+
+  /** Empty a retired slot and its insert counters, ready to be flipped to again. */
+  releaseSlot(slot: number): Promise<void> {
+    return this.serial.run(async () => {
+      // The kernel's batch lookup-and-delete into scratch memory: the fastest way to empty a hash map.
+      await this.native.drainBaseline(FLOW_MAPS[slot]!);
+      this.native.update('slot_stats', u32Key(slot), Buffer.alloc(SLOT_STATS.size));
+    });
   }
 
   /** How many flows the active map took since its last drain, against its size. */

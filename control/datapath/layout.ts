@@ -194,6 +194,32 @@ const V = Object.fromEntries(
   Object.keys(FLOW_VALUE.fields).map((n) => [n, FLOW_KEY.size + off(FLOW_VALUE, n)]),
 ) as Record<string, number>;
 
+/**
+ * Byte offsets of the fields of one packed key||value drain record, for bulk
+ * readers that must not build an object per record (store/flow-rows.ts).
+ * Multi-byte fields are little-endian; addresses are 16 bytes, IPv4-mapped.
+ */
+export const FLOW_RECORD_OFFSETS = Object.freeze({
+  srcAddr: K.src_addr!,
+  dstAddr: K.dst_addr!,
+  srcPort: K.src_port!,
+  dstPort: K.dst_port!,
+  ifindex: K.ifindex!,
+  vlan: K.vlan!,
+  innerVlan: K.inner_vlan!,
+  protocol: K.protocol!,
+  family: K.family!,
+  direction: K.direction!,
+  packets: V.packets!,
+  bytes: V.bytes!,
+  droppedPackets: V.dropped_packets!,
+  droppedBytes: V.dropped_bytes!,
+  firstSeenNs: V.first_seen_ns!,
+  lastSeenNs: V.last_seen_ns!,
+  ruleId: V.rule_id!,
+  tcpFlags: V.tcp_flags!,
+});
+
 /** Byte offset of a config field (for NativeDatapath.writeConfigU32). */
 export function configOffset(name: keyof typeof CONFIG.fields | string, index = 0): number {
   return off(CONFIG, name) + 4 * index;

@@ -3,6 +3,7 @@
  * @clickhouse/client, either an embedded chDB (chdb/connection) or a
  * ClickHouse server by URL. Same client, same SQL.
  */
+import type { IfaceCounterName, MalformedReason } from '../datapath/layout.js';
 
 export type StoreTarget =
   /** Embedded engine under `dir` (chdb is loaded only in this mode). */
@@ -16,6 +17,8 @@ export interface StoreOptions {
   retentionDays: number;
   /** Per-request timeout for the server path. */
   requestTimeoutMs?: number;
+  /** Where the migrations live; default: the checkout's schema/ (tests point it elsewhere). */
+  schemaDir?: string;
 }
 
 /** A batch of flow rows already encoded in bulk for INSERT (see flow-rows.ts). */
@@ -38,6 +41,10 @@ export interface QueryLimits {
   maxSeconds: number;
   /** ClickHouse max_result_rows (result_overflow_mode 'throw'). */
   maxRows: number;
+  /** ClickHouse max_result_bytes; default 256 MiB. */
+  maxResultBytes?: number;
+  /** ClickHouse max_memory_usage of the query; default 2 GiB (embedded, it is the agent's memory). */
+  maxMemoryBytes?: number;
 }
 
 /** A store error a caller can act on: `retryable` for outages, not for bad SQL. */
@@ -51,6 +58,31 @@ export class StoreError extends Error {
   }
 }
 
+/**
+ * One interface's kernel counters over one interval (deltas since the
+ * previous row of the same host, iface and direction, not running totals), so
+ * sum() over a time range is that range's traffic. Names as in layout.ts.
+ */
+export interface IfaceCounterRow {
+  /** End of the interval: a Date, or epoch milliseconds. */
+  ts: Date | number;
+  host: string;
+  iface: string;
+  direction: 'ingress' | 'egress';
+  counters: Record<IfaceCounterName, number>;
+  /** Malformed-frame counts by reason (only non-zero ones need be present). */
+  malformed: Partial<Record<MalformedReason, number>>;
+}
+
+/** One rule's matched packets and bytes over one interval (deltas, like IfaceCounterRow). */
+export interface RuleCounterRow {
+  ts: Date | number;
+  host: string;
+  ruleId: number;
+  packets: number;
+  bytes: number;
+}
+
 export interface FlowStore {
   /** Apply schema/ migrations not yet recorded; safe to run twice. Returns the versions applied now. */
   migrate(): Promise<string[]>;
@@ -62,6 +94,13 @@ export interface FlowStore {
   insertFlows(rows: EncodedRows, token: string): Promise<void>;
   /** Read-only SQL (readonly=1 and the limits), for the API and the CLI. */
   query(sql: string, limits: QueryLimits): Promise<QueryResult>;
+  /**
+   * Counter history (flowgate.iface_counters, flowgate.rule_counters). With a
+   * `token` a retried insert is dropped like insertFlows'; without one each
+   * call inserts.
+   */
+  insertIfaceCounters(rows: readonly IfaceCounterRow[], token?: string): Promise<void>;
+  insertRuleCounters(rows: readonly RuleCounterRow[], token?: string): Promise<void>;
   /** True when the store answers. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

@@ -75,9 +75,17 @@ export interface SendOptions {
 /** Send `count` copies of one crafted frame with trafgen, single-threaded, and wait for it to finish. */
 export function sendFrames(frame: Buffer, opts: SendOptions): void {
   const bytes = [...frame].map((b) => `0x${b.toString(16).padStart(2, '0')}`).join(', ');
+  sendTrafgen(`{ ${bytes} }`, opts);
+}
+
+/**
+ * Send `count` packets of a trafgen packet configuration (its header
+ * syntax can vary fields per packet, e.g. `ipv4(saddr=dinc(a, b))`).
+ */
+export function sendTrafgen(config: string, opts: SendOptions): void {
   const args = ['--dev', opts.dev, '--num', String(opts.count), '--cpus', '1', '--no-cpu-stats', '--notouch-irq'];
   if (opts.qdisc) args.push('--qdisc-path');
-  args.push(`{ ${bytes} }`);
+  args.push(config);
   if (opts.ns) sh('ip', ['netns', 'exec', opts.ns, 'trafgen', ...args]);
   else sh('trafgen', args);
 }

@@ -1,0 +1,330 @@
+/**
+ * The agent: attaches the NICs, drains flows on an interval (and early when
+ * the active map fills), spools and ships them to the store, and serves the
+ * API. On SIGTERM/SIGINT it drains once more and flushes; the pins stay so
+ * enforcement and counting go on until the next start adopts them.
+ */
+import os from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import path from 'node:path';
+import { Datapath } from '../datapath/datapath.js';
+import type { IfaceStats } from '../datapath/layout.js';
+import type { Logger } from '../log.js';
+import { loadNative } from '../../native/index.js';
+import type { QueryLimits, QueryResult, StoreTarget } from '../store/types.js';
+import { MonotonicClock } from './clock.js';
+import { Collector, type DrainSummary, type DrainTrigger } from './collector.js';
+import { ShipClient } from './ship-client.js';
+import { Spool } from './spool.js';
+import type { AgentApi, AgentStatus, InterfaceStatus, XdpModeOption } from './types.js';
+
+export const VERSION = '0.1.0';
+
+export interface AgentConfig {
+  ifaces: string[];
+  xdpMode: XdpModeOption;
+  egress: boolean;
+  store: StoreTarget;
+  spoolDir: string;
+  spoolMaxBytes: number;
+  retentionDays: number;
+  drainIntervalMs: number;
+  /** Drain early when the active map holds this share of --max-flows. */
+  earlyDrainFill: number;
+  maxFlows: number;
+  maxRules: number;
+  maxPrefixes: number;
+  bpffs: string;
+  host: string;
+  /** Remove pins and detach on exit (enforcement stops). */
+  unpinOnExit: boolean;
+}
+
+/** What the agent reports to metrics; control/metrics.ts implements it. */
+export interface AgentMetricsSink {
+  drained(summary: DrainSummary): void;
+  inserted(rows: number, seconds: number): void;
+  storeError(): void;
+  spool(batches: number, bytes: number): void;
+  fill(ratio: number): void;
+  ifaceStats(stats: IfaceStats[], ifaceName: (ifindex: number) => string): void;
+}
+
+export interface AgentDeps {
+  log: Logger;
+  metrics: AgentMetricsSink;
+}
+
+const FILL_POLL_MS = 50;
+const DEFAULT_LIMITS: QueryLimits = { maxSeconds: 30, maxRows: 100_000 };
+
+interface Attached {
+  name: string;
+  ifindex: number;
+  xdpMode: 'native' | 'generic';
+  egress: boolean;
+}
+
+export class Agent implements AgentApi {
+  private readonly clock = new MonotonicClock();
+  private readonly attached = new Map<string, Attached>();
+  private readonly startedAt = new Date();
+  private collector!: Collector;
+  private shipper!: ShipClient;
+  private spool!: Spool;
+  private drainTimer?: NodeJS.Timeout;
+  private fillTimer?: NodeJS.Timeout;
+  private draining = false;
+  private lastDrainAt?: Date;
+  private flowsDrained = 0;
+  private flowsEvicted = 0;
+  private kernelStats: IfaceStats[] = [];
+  private stopping?: Promise<void>;
+
+  private constructor(
+    readonly config: AgentConfig,
+    readonly dp: Datapath,
+    private readonly deps: AgentDeps,
+  ) {}
+
+  static async start(config: AgentConfig, deps: AgentDeps): Promise<Agent> {
+    // Every NIC must exist before anything is loaded or pinned (ENODEV names it).
+    for (const name of config.ifaces) loadNative().ifindex(name);
+    const dp = Datapath.open({
+      bpffs: config.bpffs,
+      maxFlows: config.maxFlows,
+      maxRules: config.maxRules,
+      maxPrefixes: config.maxPrefixes,
+    });
+    const agent = new Agent(config, dp, deps);
+    try {
+      await agent.init();
+    } catch (err) {
+      dp.close();
+      throw err;
+    }
+    return agent;
+  }
+
+  private async init(): Promise<void> {
+    const { config, dp, deps } = this;
+    const { log } = deps;
+    if (dp.adopted) {
+      log.info({ bpffs: config.bpffs }, 'adopted pinned programs and maps: counting and enforcement never stopped');
+    }
+    if (dp.adopted && dp.config().maxFlows !== config.maxFlows) {
+      log.warn(
+        { pinned: dp.config().maxFlows, asked: config.maxFlows },
+        '--max-flows differs from the adopted maps: keeping the pinned size (restart with --unpin to resize)',
+      );
+    }
+    for (const name of config.ifaces) await this.attach(name);
+
+    this.spool = new Spool(config.spoolDir, config.spoolMaxBytes);
+    const incomplete = this.spool.removeIncomplete();
+    if (incomplete)
+      log.warn({ files: incomplete }, 'removed spool writes a crash cut short (their flows are drained again)');
+    this.shipper = new ShipClient(
+      {
+        spoolDir: config.spoolDir,
+        spoolMaxBytes: config.spoolMaxBytes,
+        store: { target: config.store, retentionDays: config.retentionDays },
+      },
+      {
+        onInserted: (rows, seconds) => deps.metrics.inserted(rows, seconds),
+        onError: () => deps.metrics.storeError(),
+      },
+    );
+    this.collector = new Collector({
+      dp,
+      spool: this.spool,
+      clock: this.clock,
+      host: config.host,
+      ifaceNames: () => Object.fromEntries([...this.attached.values()].map((a) => [String(a.ifindex), a.name])),
+      log,
+      onDrain: (s) => this.afterDrain(s),
+    });
+    // A drain an earlier agent flipped but did not finish comes first.
+    await this.collector.recover();
+    this.drainTimer = setInterval(() => void this.drain('interval'), config.drainIntervalMs);
+    this.fillTimer = setInterval(() => this.checkFill(), FILL_POLL_MS);
+    log.info(
+      { ifaces: config.ifaces, drainIntervalMs: config.drainIntervalMs, store: this.storeLocation() },
+      'flowgate agent running',
+    );
+  }
+
+  /** One drain now; skipped (returns undefined) when one is already running. */
+  async drain(trigger: DrainTrigger): Promise<DrainSummary | undefined> {
+    if (this.draining && trigger !== 'shutdown') return undefined;
+    this.draining = true;
+    try {
+      return await this.collector.drain(trigger);
+    } catch (err) {
+      this.deps.log.error({ err: (err as Error).message, trigger }, 'drain failed');
+      return undefined;
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private checkFill(): void {
+    if (this.draining) return;
+    const fill = this.dp.activeFill();
+    const ratio = fill.capacity ? fill.newFlows / fill.capacity : 0;
+    this.deps.metrics.fill(ratio);
+    if (ratio >= this.config.earlyDrainFill) void this.drain('early');
+  }
+
+  private readonly loopDelay = (() => {
+    const h = monitorEventLoopDelay({ resolution: 10 });
+    h.enable();
+    return h;
+  })();
+
+  private afterDrain(s: DrainSummary): void {
+    this.deps.log.debug({ loopDelayMaxMs: Math.round(this.loopDelay.max / 1e6) }, 'event loop');
+    this.loopDelay.reset();
+    this.lastDrainAt = new Date();
+    this.flowsDrained += s.flows;
+    this.flowsEvicted += s.evicted;
+    this.deps.metrics.drained(s);
+    const totals = this.spool.totals();
+    this.deps.metrics.spool(totals.batches, totals.bytes);
+    this.shipper.wake();
+    void this.dp.ifaceStats().then(
+      (stats) => {
+        this.kernelStats = stats;
+        this.deps.metrics.ifaceStats(stats, (i) => this.ifaceName(i));
+      },
+      () => undefined,
+    );
+  }
+
+  private ifaceName(ifindex: number): string {
+    for (const a of this.attached.values()) if (a.ifindex === ifindex) return a.name;
+    return `if${ifindex}`;
+  }
+
+  private storeLocation(): string {
+    const t = this.config.store;
+    if (t.kind === 'embedded') return t.dir;
+    const url = new URL(t.url);
+    url.username = '';
+    url.password = '';
+    return url.toString();
+  }
+
+  async attach(name: string, xdpMode?: XdpModeOption): Promise<InterfaceStatus> {
+    const native = loadNative();
+    native.ifindex(name); // throws ENODEV naming the interface
+    const results = this.dp.attach(name, { xdpMode: xdpMode ?? this.config.xdpMode, egress: this.config.egress });
+    const xdp = results.find((r) => r.hook === 'xdp')!;
+    if (xdp.warning) this.deps.log.warn({ iface: name }, xdp.warning);
+    this.attached.set(name, {
+      name,
+      ifindex: xdp.ifindex,
+      xdpMode: xdp.mode ?? 'generic',
+      egress: this.config.egress,
+    });
+    this.deps.log.info({ iface: name, mode: xdp.mode, adopted: xdp.adopted, egress: this.config.egress }, 'attached');
+    return this.interfaceStatus(this.attached.get(name)!);
+  }
+
+  async detach(name: string): Promise<boolean> {
+    const was = this.dp.detach(name);
+    this.attached.delete(name);
+    return was;
+  }
+
+  private interfaceStatus(a: Attached): InterfaceStatus {
+    const dir = (d: 'ingress' | 'egress'): IfaceStats | undefined =>
+      this.kernelStats.find((s) => s.ifindex === a.ifindex && s.direction === d);
+    const rx = dir('ingress');
+    const tx = dir('egress');
+    const malformed: Record<string, number> = {};
+    for (const s of [rx, tx]) {
+      for (const [reason, n] of Object.entries(s?.malformed ?? {})) malformed[reason] = (malformed[reason] ?? 0) + n;
+    }
+    return {
+      name: a.name,
+      ifindex: a.ifindex,
+      xdpMode: a.xdpMode,
+      egress: a.egress,
+      counters: {
+        rxPackets: rx?.counters.seen_packets ?? 0,
+        rxBytes: rx?.counters.seen_bytes ?? 0,
+        txPackets: tx?.counters.seen_packets ?? 0,
+        txBytes: tx?.counters.seen_bytes ?? 0,
+        droppedPackets: (rx?.counters.dropped_packets ?? 0) + (tx?.counters.dropped_packets ?? 0),
+        nonIpPackets: (rx?.counters.non_ip_packets ?? 0) + (tx?.counters.non_ip_packets ?? 0),
+        malformed,
+      },
+    };
+  }
+
+  interfaces(): InterfaceStatus[] {
+    return [...this.attached.values()].map((a) => this.interfaceStatus(a));
+  }
+
+  status(): AgentStatus {
+    const totals = this.spool.totals();
+    return {
+      version: VERSION,
+      host: this.config.host,
+      startedAt: this.startedAt.toISOString(),
+      adopted: this.dp.adopted,
+      drainIntervalMs: this.config.drainIntervalMs,
+      lastDrainAt: this.lastDrainAt?.toISOString(),
+      flowsDrained: this.flowsDrained,
+      flowsEvicted: this.flowsEvicted,
+      interfaces: this.interfaces(),
+      store: {
+        kind: this.config.store.kind,
+        location: this.storeLocation(),
+        healthy: this.shipper.healthy,
+        lastError: this.shipper.lastError,
+        spooledBatches: totals.batches,
+        spooledBytes: totals.bytes,
+      },
+    };
+  }
+
+  query(sql: string, limits?: Partial<QueryLimits>): Promise<QueryResult> {
+    return this.shipper.query(sql, { ...DEFAULT_LIMITS, ...limits });
+  }
+
+  /** Final drain and flush; pins stay unless --unpin. Safe to call twice. */
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    clearInterval(this.drainTimer);
+    clearInterval(this.fillTimer);
+    const { log } = this.deps;
+    const last = await this.drain('shutdown');
+    log.info({ flows: last?.flows ?? 0 }, 'final drain done; flushing the spool');
+    await this.shipper.stop(10_000);
+    const left = this.spool.totals();
+    if (left.batches)
+      log.warn(
+        { batches: left.batches, dir: this.spool.dir },
+        'store unreachable: batches stay spooled for the next start',
+      );
+    if (this.config.unpinOnExit) {
+      this.dp.unpinAll();
+      log.info('detached and unpinned: enforcement stopped');
+    }
+    this.dp.close();
+  }
+}
+
+export function defaultHost(): string {
+  return os.hostname();
+}
+
+export function defaultSpoolDir(storeDir: string): string {
+  return path.join(storeDir, 'spool');
+}

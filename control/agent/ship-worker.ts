@@ -1,0 +1,97 @@
+/**
+ * Child process that ships spooled batches to the store and answers SQL.
+ * Encoding a large batch and the embedded engine's insert work take
+ * hundreds of milliseconds of JavaScript time; in their own process they
+ * cannot delay the drains that keep the kernel's flow maps from filling.
+ * (A process, not a worker thread: the embedded engine does not survive
+ * being torn down with a worker's isolate.) It exits when the agent goes
+ * away, even by kill -9 (the IPC channel closes).
+ */
+import { createLogger } from '../log.js';
+import { ClickHouseFlowStore } from '../store/flow-store.js';
+import { StoreError, type QueryLimits, type StoreOptions } from '../store/types.js';
+import { Shipper } from './shipper.js';
+import { Spool } from './spool.js';
+
+export interface ShipWorkerData {
+  spoolDir: string;
+  spoolMaxBytes: number;
+  store: StoreOptions;
+}
+
+export type ToWorker =
+  | { type: 'wake' }
+  | { type: 'stop'; timeoutMs: number }
+  | { type: 'query'; id: number; sql: string; limits: QueryLimits };
+
+export type FromWorker =
+  | { type: 'state'; healthy: boolean; lastError?: string }
+  | { type: 'inserted'; rows: number; seconds: number }
+  | { type: 'error' }
+  | { type: 'result'; id: number; ok: true; result: unknown }
+  | { type: 'result'; id: number; ok: false; message: string; retryable: boolean; code?: string }
+  | { type: 'stopped' };
+
+const data = JSON.parse(process.env.FLOWGATE_SHIP_WORKER ?? '{}') as ShipWorkerData;
+const log = createLogger('flowgate').child({ part: 'shipper' });
+const post = (m: FromWorker): void => {
+  if (process.connected) process.send!(m);
+};
+process.on('disconnect', () => {
+  // The agent is gone (stopped, or killed): exit now and free the store
+  // directory for the next agent. What is spooled stays spooled; an insert
+  // cut short here is retried under the same token, so it lands once.
+  process.exit(0);
+});
+// The agent may have died while this process was still loading, before the
+// listener above existed: check now, and keep checking.
+const agentPid = process.ppid;
+const orphaned = (): boolean => !process.connected || process.ppid !== agentPid;
+if (orphaned()) process.exit(0);
+setInterval(() => {
+  if (orphaned()) process.exit(0);
+}, 500).unref();
+
+const shipper = new Shipper({
+  spool: new Spool(data.spoolDir, data.spoolMaxBytes),
+  openStore: () => ClickHouseFlowStore.open(data.store, log),
+  log,
+  onInserted: (rows, seconds) => post({ type: 'inserted', rows, seconds }),
+  onError: () => post({ type: 'error' }),
+  onState: (healthy, lastError) => post({ type: 'state', healthy, lastError }),
+});
+shipper.start();
+
+process.on('message', (m: ToWorker) => {
+  if (m.type === 'wake') shipper.wake();
+  else if (m.type === 'stop') {
+    void shipper.stop(m.timeoutMs).finally(() => {
+      post({ type: 'stopped' });
+      process.disconnect(); // → 'disconnect' → exit
+    });
+  } else if (m.type === 'query') {
+    const store = shipper.store;
+    if (!store) {
+      post({
+        type: 'result',
+        id: m.id,
+        ok: false,
+        retryable: true,
+        message: `the flow store is not available yet: ${shipper.lastError ?? 'opening'}`,
+      });
+      return;
+    }
+    store.query(m.sql, m.limits).then(
+      (result) => post({ type: 'result', id: m.id, ok: true, result }),
+      (err: unknown) =>
+        post({
+          type: 'result',
+          id: m.id,
+          ok: false,
+          message: err instanceof Error ? err.message : String(err),
+          retryable: err instanceof StoreError ? err.retryable : true,
+          code: err instanceof StoreError ? err.clickhouseCode : undefined,
+        }),
+    );
+  }
+});

@@ -1,0 +1,177 @@
+/**
+ * `flowgate run`: parse the flags (each bad value is one line naming the
+ * flag), start the agent and its API, and stop cleanly on SIGTERM/SIGINT.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { Agent, defaultHost, defaultSpoolDir, type AgentConfig } from '../agent/agent.js';
+import {
+  FlagError,
+  parseClickHouseUrl,
+  parseDuration,
+  parseIfaces,
+  parseListen,
+  parsePositiveInt,
+  parseXdpMode,
+  type ListenAddress,
+} from '../agent/flags.js';
+import { buildApi, isLoopbackHost, listenApi } from '../api/server.js';
+import { createLogger } from '../log.js';
+import { Metrics } from '../metrics.js';
+import type { StoreTarget } from '../store/types.js';
+
+export const DEFAULTS = {
+  store: '/var/lib/flowgate',
+  bpffs: '/sys/fs/bpf/flowgate',
+  listen: '127.0.0.1:7650',
+  drainInterval: '5s',
+  retention: '30d',
+  maxFlows: 524_288,
+  maxRules: 1_100_000,
+  maxPrefixes: 1_100_000,
+  spoolMax: 1024 * 1024 * 1024,
+  earlyDrainFill: 0.5,
+};
+
+interface RunOptions {
+  iface: string[];
+  xdpMode: 'auto' | 'native' | 'generic';
+  egress: boolean;
+  store: string;
+  clickhouseUrl?: string;
+  drainInterval: number;
+  listen: ListenAddress;
+  apiTokenFile?: string;
+  maxFlows: number;
+  bpffs: string;
+  retention: number;
+  spoolDir?: string;
+  spoolMax: number;
+  host: string;
+  unpin: boolean;
+}
+
+/** Token from --api-token-file, else FLOWGATE_API_TOKEN; a file that cannot be read names the flag. */
+function readToken(file: string | undefined): string | undefined {
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new FlagError('--api-token-file', `cannot be read: ${(err as Error).message}`);
+    }
+    const token = text.trim();
+    if (!token) throw new FlagError('--api-token-file', `${file} is empty`);
+    return token;
+  }
+  return process.env.FLOWGATE_API_TOKEN?.trim() || undefined;
+}
+
+function listenText(l: ListenAddress): string {
+  return l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
+}
+
+export function registerRun(program: Command): void {
+  program
+    .command('run')
+    .description('run the agent: attach the interfaces, count and filter flows, store them, serve the API')
+    .requiredOption('--iface <nic[,nic…]>', 'interfaces to attach', (v: string) => parseIfaces('--iface', v))
+    .option('--xdp-mode <mode>', 'auto, native or generic', (v: string) => parseXdpMode('--xdp-mode', v), 'auto')
+    .option('--egress', 'also count and filter what the host sends (TC egress)', true)
+    .option('--no-egress', 'ingress only')
+    .option('--store <dir>', 'embedded ClickHouse (chDB) directory, also holds the spool', DEFAULTS.store)
+    .option('--clickhouse-url <url>', 'a ClickHouse server instead of the embedded store', (v: string) =>
+      parseClickHouseUrl('--clickhouse-url', v),
+    )
+    .option(
+      '--drain-interval <duration>',
+      'how often flows are drained (also early when the map fills)',
+      (v: string) => parseDuration('--drain-interval', v),
+      parseDuration('--drain-interval', DEFAULTS.drainInterval),
+    )
+    .option(
+      '--listen <host:port>',
+      'REST API address (loopback only without a token)',
+      (v: string) => parseListen('--listen', v),
+      parseListen('--listen', DEFAULTS.listen),
+    )
+    .option('--api-token-file <file>', 'file holding the API bearer token (or env FLOWGATE_API_TOKEN)')
+    .option(
+      '--max-flows <n>',
+      'entries per flow map (two maps: one written, one drained)',
+      (v: string) => parsePositiveInt('--max-flows', v, 1024, 1 << 26),
+      DEFAULTS.maxFlows,
+    )
+    .option('--bpffs <dir>', 'bpffs directory for pins (mounted if needed)', DEFAULTS.bpffs)
+    .option(
+      '--retention <duration>',
+      'how long flows are kept (rollups keep longer)',
+      (v: string) => Math.max(1, Math.round(parseDuration('--retention', v) / 86_400_000)),
+      30,
+    )
+    .option('--spool-dir <dir>', 'where drained batches wait for the store (default <store>/spool)')
+    .option(
+      '--spool-max <bytes>',
+      'spool size bound; past it the oldest batches are dropped, loudly',
+      (v: string) => parsePositiveInt('--spool-max', v, 1 << 20),
+      DEFAULTS.spoolMax,
+    )
+    .option('--host <name>', 'host name stored with every flow', defaultHost())
+    .option('--unpin', 'detach and remove the pins on exit (enforcement stops)', false)
+    .action(async (opts: RunOptions) => {
+      const token = readToken(opts.apiTokenFile);
+      if (!token && !isLoopbackHost(opts.listen.host)) {
+        throw new FlagError(
+          '--listen',
+          `${opts.listen.host} is not loopback: set --api-token-file (or FLOWGATE_API_TOKEN) first`,
+        );
+      }
+      const log = createLogger();
+      const store: StoreTarget = opts.clickhouseUrl
+        ? { kind: 'server', url: opts.clickhouseUrl }
+        : { kind: 'embedded', dir: path.resolve(opts.store) };
+      const config: AgentConfig = {
+        ifaces: opts.iface,
+        xdpMode: opts.xdpMode,
+        egress: opts.egress,
+        store,
+        spoolDir: path.resolve(opts.spoolDir ?? defaultSpoolDir(opts.store)),
+        spoolMaxBytes: opts.spoolMax,
+        retentionDays: opts.retention,
+        drainIntervalMs: opts.drainInterval,
+        earlyDrainFill: DEFAULTS.earlyDrainFill,
+        maxFlows: opts.maxFlows,
+        maxRules: DEFAULTS.maxRules,
+        maxPrefixes: DEFAULTS.maxPrefixes,
+        bpffs: path.resolve(opts.bpffs),
+        host: opts.host,
+        unpinOnExit: opts.unpin,
+      };
+      const metrics = new Metrics();
+      const agent = await Agent.start(config, { log, metrics });
+      let app: Awaited<ReturnType<typeof buildApi>> | undefined;
+      try {
+        app = await buildApi({ agent, metrics, token, logger: log.child({ part: 'api' }) });
+        const url = await listenApi(app, listenText(opts.listen), token);
+        log.info({ url }, 'API listening');
+      } catch (err) {
+        await agent.stop();
+        throw err;
+      }
+      await new Promise<void>((resolve) => {
+        const onSignal = (signal: NodeJS.Signals): void => {
+          log.info({ signal }, 'stopping: final drain and flush');
+          process.off('SIGTERM', onSignal);
+          process.off('SIGINT', onSignal);
+          void (async () => {
+            await app?.close();
+            await agent.stop();
+            resolve();
+          })();
+        };
+        process.on('SIGTERM', onSignal);
+        process.on('SIGINT', onSignal);
+      });
+    });
+}

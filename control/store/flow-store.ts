@@ -1,0 +1,264 @@
+/**
+ * ClickHouseFlowStore: the FlowStore over @clickhouse/client, embedded
+ * (chDB) or a server. open() connects and migrates; then inserts of drained
+ * batches (exactly once, by token), counter history, and read-only queries
+ * for the API.
+ */
+import { randomUUID } from 'node:crypto';
+import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import type { ClickHouseClient } from '@clickhouse/client';
+import type { Logger } from 'pino';
+import { SerialQueue } from '../util/serial.js';
+import { openStoreClients, type StoreClients } from './client.js';
+import { toStoreError } from './errors.js';
+import { defaultSchemaDir, migrate } from './migrate.js';
+import { guardReadOnlySql } from './sql-guard.js';
+import {
+  StoreError,
+  type EncodedRows,
+  type FlowStore,
+  type IfaceCounterRow,
+  type QueryLimits,
+  type QueryResult,
+  type RuleCounterRow,
+  type StoreOptions,
+} from './types.js';
+
+export type StoreLogger = Pick<Logger, 'info' | 'warn'>;
+
+/** Applied when QueryLimits leaves them out: the embedded engine shares the agent's memory. */
+const DEFAULT_MAX_MEMORY_BYTES = 2 * 1024 ** 3;
+const DEFAULT_MAX_RESULT_BYTES = 256 * 1024 ** 2;
+
+/** A column name from EncodedRows (it may come back from a spool file): a plain identifier only. */
+function identifier(name: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+    throw new StoreError(`invalid column name ${JSON.stringify(name)}`, false);
+  return name;
+}
+
+/** A ClickHouse string literal. */
+function literal(s: string): string {
+  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+function settingsClause(settings: Record<string, string | number>): string {
+  return Object.entries(settings)
+    .map(([k, v]) => `${k} = ${typeof v === 'number' ? v : literal(v)}`)
+    .join(', ');
+}
+
+/** Epoch milliseconds, or a Date, as DateTime64(3) text (decimal seconds). */
+function msText(ts: Date | number): string {
+  const ms = typeof ts === 'number' ? ts : ts.getTime();
+  if (!Number.isFinite(ms)) throw new StoreError(`invalid counter timestamp: ${String(ts)}`, false);
+  return (Math.round(ms) / 1000).toFixed(3);
+}
+
+export class ClickHouseFlowStore implements FlowStore {
+  /** One write at a time: chDB's session keeps each request's settings (a token must not leak into the next insert). */
+  private readonly writes = new SerialQueue();
+  private closed = false;
+  private fileSeq = 0;
+
+  private constructor(
+    private readonly clients: StoreClients,
+    private readonly opts: StoreOptions,
+    private readonly log?: StoreLogger,
+  ) {}
+
+  /** Connect, apply migrations and the retention: the store is ready when this resolves. */
+  static async open(opts: StoreOptions, logger?: StoreLogger): Promise<ClickHouseFlowStore> {
+    let clients: StoreClients;
+    try {
+      clients = await openStoreClients(opts);
+    } catch (err) {
+      throw toStoreError(err, opts.target.kind === 'server');
+    }
+    const store = new ClickHouseFlowStore(clients, opts, logger);
+    try {
+      await store.migrate();
+    } catch (err) {
+      await clients.close().catch(() => undefined);
+      throw err;
+    }
+    return store;
+  }
+
+  get kind(): StoreClients['kind'] {
+    return this.clients.kind;
+  }
+
+  /** The chDB data directory, or the server URL without credentials (for status pages and logs). */
+  get location(): string {
+    return this.clients.location;
+  }
+
+  async migrate(): Promise<string[]> {
+    const dir = this.opts.schemaDir ?? defaultSchemaDir();
+    const applied = await this.write(() => migrate(this.clients.writer, dir, this.opts.retentionDays));
+    if (applied.length > 0) this.log?.info({ applied, store: this.location }, 'schema migrations applied');
+    return applied;
+  }
+
+  async insertFlows(rows: EncodedRows, token: string): Promise<void> {
+    if (rows.rows === 0) return;
+    if (!token) throw new StoreError('insertFlows needs a deduplication token', false);
+    if (rows.format !== 'TabSeparated') throw new StoreError(`unsupported row format ${String(rows.format)}`, false);
+    const columns = rows.columns.map(identifier).join(', ');
+    const settings = {
+      insert_deduplicate: 1,
+      insert_deduplication_token: token,
+      // The rollups drop a retried block too (their own dedup window, tokens derived from this one).
+      deduplicate_blocks_in_dependent_materialized_views: 1,
+      // flow-rows.ts writes DateTime64 as decimal epoch seconds, which 'basic' reads exactly.
+      date_time_input_format: 'basic',
+    } as const;
+    const scratch = this.clients.scratchDir;
+    if (scratch) {
+      // chDB: through a file. The same rows inline in the statement parse five times slower.
+      const file = path.join(scratch, `flows-${process.pid}-${++this.fileSeq}.tsv`);
+      await this.write(async (w) => {
+        try {
+          await writeFile(file, rows.body);
+          await w.command({
+            query:
+              `INSERT INTO flowgate.flows (${columns}) FROM INFILE ${literal(file)} ` +
+              `SETTINGS ${settingsClause(settings)} FORMAT TabSeparated`,
+          });
+        } finally {
+          await rm(file, { force: true });
+        }
+      });
+      return;
+    }
+    await this.write((w) =>
+      w.insert({
+        table: 'flowgate.flows',
+        columns: rows.columns.map(identifier) as [string, ...string[]],
+        format: 'TabSeparated',
+        values: Readable.from([rows.body], { objectMode: false }),
+        clickhouse_settings: settings,
+      }),
+    );
+  }
+
+  async insertIfaceCounters(rows: readonly IfaceCounterRow[], token?: string): Promise<void> {
+    if (rows.length === 0) return;
+    const values = rows.map((r) => ({
+      ts: msText(r.ts),
+      host: r.host,
+      iface: r.iface,
+      direction: r.direction,
+      ...r.counters,
+      malformed: Object.fromEntries(Object.entries(r.malformed).filter(([, v]) => v !== undefined && v > 0)),
+    }));
+    await this.insertSmall('flowgate.iface_counters', values, token);
+  }
+
+  async insertRuleCounters(rows: readonly RuleCounterRow[], token?: string): Promise<void> {
+    if (rows.length === 0) return;
+    const values = rows.map((r) => ({
+      ts: msText(r.ts),
+      host: r.host,
+      rule_id: r.ruleId,
+      packets: r.packets,
+      bytes: r.bytes,
+    }));
+    await this.insertSmall('flowgate.rule_counters', values, token);
+  }
+
+  async query(sql: string, limits: QueryLimits): Promise<QueryResult> {
+    this.assertOpen();
+    const statement = guardReadOnlySql(sql);
+    const server = this.clients.kind === 'server';
+    const q = await this.clients.queryClient();
+    try {
+      const rs = await q.client.query({
+        query: statement,
+        format: 'JSONCompact',
+        clickhouse_settings: {
+          max_execution_time: limits.maxSeconds,
+          timeout_overflow_mode: 'throw',
+          max_result_rows: String(limits.maxRows),
+          max_result_bytes: String(limits.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES),
+          result_overflow_mode: 'throw',
+          max_memory_usage: String(limits.maxMemoryBytes ?? DEFAULT_MAX_MEMORY_BYTES),
+          // Numbers as JSON numbers on both engines (chDB and servers disagree on the default).
+          output_format_json_quote_64bit_integers: 0,
+          // Last: chDB applies these as SETs in order, and after readonly=1 no SET is allowed.
+          readonly: '1',
+        },
+        // A server stops the query at max_execution_time; this only bounds a hung connection.
+        // (Not for chDB: an abandoned native call keeps running and holds its session.)
+        abort_signal: server ? AbortSignal.timeout(limits.maxSeconds * 1000 + 30_000) : undefined,
+      });
+      const json = await rs.json<unknown[]>();
+      return { columns: (json.meta ?? []).map(({ name, type }) => ({ name, type })), rows: json.data };
+    } catch (err) {
+      const e = toStoreError(err, server);
+      // A query over its own memory limit will be over it again (time and rows are not retryable anyway).
+      if (e.clickhouseCode === '241') throw new StoreError(e.message, false, e.clickhouseCode);
+      throw e;
+    } finally {
+      await q.release().catch(() => undefined);
+    }
+  }
+
+  /** Asks on a query client: embedded, the writer's session may be busy with a long insert. */
+  async ping(): Promise<boolean> {
+    if (this.closed) return false;
+    try {
+      const q = await this.clients.queryClient();
+      try {
+        return (await q.client.ping()).success;
+      } finally {
+        await q.release().catch(() => undefined);
+      }
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    // Let a running insert finish: closing chDB under it would abort the engine.
+    await this.writes.run(() => this.clients.close());
+  }
+
+  private async insertSmall(table: string, values: Array<Record<string, unknown>>, token?: string): Promise<void> {
+    await this.write((w) =>
+      w.insert({
+        table,
+        values,
+        format: 'JSONEachRow',
+        clickhouse_settings: {
+          // No token: a unique one, so equal rows of two intervals are both kept. (Turning
+          // deduplication off would need deduplicate_insert on 26.x, a setting older servers reject.)
+          insert_deduplicate: 1,
+          insert_deduplication_token: token ?? `${table}:${randomUUID()}`,
+          date_time_input_format: 'basic',
+        },
+      }),
+    );
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new StoreError('the flow store is closed', false);
+  }
+
+  /** Run a write on the writer client, one at a time, errors as StoreError. */
+  private write<T>(job: (writer: ClickHouseClient) => Promise<T>): Promise<T> {
+    this.assertOpen();
+    return this.writes.run(async () => {
+      try {
+        return await job(this.clients.writer);
+      } catch (err) {
+        throw toStoreError(err, this.clients.kind === 'server');
+      }
+    });
+  }
+}

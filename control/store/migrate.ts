@@ -1,0 +1,199 @@
+/**
+ * Schema migrations: schema/NNN_name.sql, applied in version order and
+ * recorded (version, checksum, applied_at) in flowgate.schema_migrations.
+ *
+ * - Idempotent: every statement is CREATE … IF NOT EXISTS or the like, so a
+ *   file that half-ran before a crash, or that two agents apply at the same
+ *   moment, simply runs again. The table is a ReplacingMergeTree by version:
+ *   a race that records a version twice collapses to one row.
+ * - A recorded version whose file changed since is refused: the database
+ *   and the file would no longer say the same thing. New schema goes into a
+ *   new file.
+ * - Files are templates: {retention_days} and the other keys of
+ *   retentionPlan(); the checksum is of the template, so changing the
+ *   retention is not a changed migration. syncTtls() applies a changed
+ *   retention to existing tables at every start.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ClickHouseClient } from '@clickhouse/client';
+import { toStoreError } from './errors.js';
+import { StoreError } from './types.js';
+
+export interface Migration {
+  /** The file name without .sql, e.g. '001_flows'. */
+  version: string;
+  file: string;
+  /** sha256 of the file's text (the template, before substitution). */
+  checksum: string;
+  sql: string;
+}
+
+/** Days each table keeps rows; rollups and counters outlive the flows. */
+export function retentionPlan(retentionDays: number): Record<string, number> {
+  if (!Number.isInteger(retentionDays) || retentionDays < 1) {
+    throw new StoreError(`retention must be a whole number of days ≥ 1, not ${retentionDays}`, false);
+  }
+  return {
+    retention_days: retentionDays,
+    rollup_days: Math.max(retentionDays, 90),
+    talkers_days: Math.max(retentionDays, 400),
+    counters_days: Math.max(retentionDays, 90),
+  };
+}
+
+/** Which template key sets each table's TTL (for syncTtls). */
+const TTL_KEYS: Record<string, string> = {
+  flows: 'retention_days',
+  flows_1m: 'rollup_days',
+  talkers_1h: 'talkers_days',
+  iface_counters: 'counters_days',
+  rule_counters: 'counters_days',
+};
+
+const VERSION_FILE = /^(\d+)_[A-Za-z0-9_-]+\.sql$/;
+
+/** The checkout's schema/: found from this file upwards (works from control/store and from dist/). */
+export function defaultSchemaDir(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'schema'))) {
+      return path.join(dir, 'schema');
+    }
+    const up = path.dirname(dir);
+    if (up === dir) throw new StoreError('cannot find the schema/ directory of the flowgate checkout', false);
+    dir = up;
+  }
+}
+
+export function loadMigrations(dir: string): Migration[] {
+  const files = readdirSync(dir).filter((f) => VERSION_FILE.test(f));
+  const numbered = files.map((file) => ({ file, n: Number(VERSION_FILE.exec(file)![1]) }));
+  numbered.sort((a, b) => a.n - b.n);
+  for (let i = 1; i < numbered.length; i++) {
+    if (numbered[i]!.n === numbered[i - 1]!.n) {
+      throw new StoreError(
+        `two migrations share number ${numbered[i]!.n}: ${numbered[i - 1]!.file}, ${numbered[i]!.file}`,
+        false,
+      );
+    }
+  }
+  return numbered.map(({ file }) => {
+    const sql = readFileSync(path.join(dir, file), 'utf8');
+    return {
+      version: file.slice(0, -'.sql'.length),
+      file: path.join(dir, file),
+      checksum: createHash('sha256').update(sql).digest('hex'),
+      sql,
+    };
+  });
+}
+
+/**
+ * The statements of a migration, templates filled in. A statement ends with
+ * ';' at the end of a line; whole-line '--' comments are dropped first (so a
+ * ';' in a comment cannot split a statement).
+ */
+export function statements(sql: string, vars: Record<string, number | string>): string[] {
+  const text = sql
+    .split('\n')
+    .filter((line) => !line.trimStart().startsWith('--'))
+    .join('\n')
+    .replace(/\{([a-z_]+)\}/g, (whole, name: string) => {
+      const v = vars[name];
+      if (v === undefined) throw new StoreError(`migration template names {${name}}, which has no value`, false);
+      return String(v);
+    });
+  return text
+    .split(/;[ \t]*$/m)
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+const MIGRATIONS_TABLE = `
+CREATE TABLE IF NOT EXISTS flowgate.schema_migrations
+(
+    version    String,
+    checksum   String,
+    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY version`;
+
+async function appliedVersions(client: ClickHouseClient): Promise<Map<string, string>> {
+  const rs = await client.query({
+    query: 'SELECT version, argMin(checksum, applied_at) AS checksum FROM flowgate.schema_migrations GROUP BY version',
+    format: 'JSONEachRow',
+  });
+  const rows = await rs.json<{ version: string; checksum: string }>();
+  return new Map(rows.map((r) => [r.version, r.checksum]));
+}
+
+/** Apply what is not applied yet; returns the versions applied by this call. */
+export async function migrate(client: ClickHouseClient, schemaDir: string, retentionDays: number): Promise<string[]> {
+  const vars = retentionPlan(retentionDays);
+  const migrations = loadMigrations(schemaDir);
+  try {
+    await client.command({ query: 'CREATE DATABASE IF NOT EXISTS flowgate' });
+    await client.command({ query: MIGRATIONS_TABLE });
+    const applied = await appliedVersions(client);
+    for (const m of migrations) {
+      const recorded = applied.get(m.version);
+      if (recorded !== undefined && recorded !== m.checksum) {
+        throw new StoreError(
+          `migration ${m.version} was applied with checksum ${recorded.slice(0, 12)}…, but ${m.file} now has ` +
+            `${m.checksum.slice(0, 12)}…: applied migrations must not change; put new schema in a new file`,
+          false,
+        );
+      }
+    }
+    const done: string[] = [];
+    for (const m of migrations) {
+      if (applied.has(m.version)) continue;
+      for (const sql of statements(m.sql, vars)) await client.command({ query: sql });
+      await client.insert({
+        table: 'flowgate.schema_migrations',
+        values: [{ version: m.version, checksum: m.checksum }],
+        columns: ['version', 'checksum'],
+        format: 'JSONEachRow',
+        // Its own token: the write session may carry a previous insert's (chDB keeps SETs).
+        clickhouse_settings: { insert_deduplication_token: `schema_migrations:${m.version}:${randomUUID()}` },
+      });
+      done.push(m.version);
+    }
+    await syncTtls(client, vars);
+    return done;
+  } catch (err) {
+    throw toStoreError(err);
+  }
+}
+
+/** TTL clause of a table as ClickHouse shows it in engine_full: `TTL <expr> + toIntervalDay(<n>)`. */
+const TTL_CLAUSE = /\bTTL (.+?) \+ toIntervalDay\((\d+)\)/;
+
+/**
+ * Make each table's TTL match the retention: tables created earlier keep the
+ * days they were created with, so a changed --retention is applied here.
+ * The flows table recalculates TTL info only (materialize_ttl_recalculate_only)
+ * and drops whole parts, so this is cheap even on a big table.
+ */
+export async function syncTtls(client: ClickHouseClient, vars: Record<string, number>): Promise<string[]> {
+  const rs = await client.query({
+    query: "SELECT name, engine_full FROM system.tables WHERE database = 'flowgate'",
+    format: 'JSONEachRow',
+  });
+  const tables = await rs.json<{ name: string; engine_full: string }>();
+  const changed: string[] = [];
+  for (const t of tables) {
+    const key = TTL_KEYS[t.name];
+    const m = TTL_CLAUSE.exec(t.engine_full);
+    if (!key || !m) continue;
+    const want = vars[key]!;
+    if (Number(m[2]) === want) continue;
+    await client.command({ query: `ALTER TABLE flowgate.${t.name} MODIFY TTL ${m[1]} + toIntervalDay(${want})` });
+    changed.push(t.name);
+  }
+  return changed;
+}

@@ -1,0 +1,536 @@
+/**
+ * The flow store against the real embedded engine (chDB). chDB binds one
+ * data directory per process, and node's runner gives each test file its
+ * own process: this file uses one store directory throughout.
+ */
+import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions } from '@clickhouse/client';
+import { createChdbConnection } from 'chdb/connection';
+import { FLOW_RECORD_OFFSETS, FLOW_RECORD_SIZE } from '../../control/datapath/layout.js';
+import { encodeFlowRows } from '../../control/store/flow-rows.js';
+import { ClickHouseFlowStore } from '../../control/store/flow-store.js';
+import { embeddedDataDir } from '../../control/store/client.js';
+import { defaultSchemaDir, migrate } from '../../control/store/migrate.js';
+import { StoreError, type QueryLimits } from '../../control/store/types.js';
+import { context, drain, flow, v4, v6 } from './records.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'flowgate-store-test-'));
+const LIMITS: QueryLimits = { maxSeconds: 30, maxRows: 100_000 };
+
+/** A second client on the same data directory, outside the store (for setup and checks the store refuses). */
+function rawClient(): ClickHouseClient {
+  const connection = createChdbConnection({
+    path: embeddedDataDir(dir),
+  }) as unknown as ClickHouseClientConfigOptions['connection'];
+  return createClient({ connection });
+}
+
+async function rows<T>(client: ClickHouseClient, query: string): Promise<T[]> {
+  return (await client.query({ query, format: 'JSONEachRow' })).json<T>();
+}
+
+/** Epoch ns offset such that mono 5 s is 1 h ago at a whole second plus .123456789: inside every TTL. */
+const EPOCH_AT_5S = (BigInt(Math.floor(Date.now() / 1000) - 3600) * 1_000_000_000n + 123_456_789n) as bigint;
+const OFFSET = EPOCH_AT_5S - 5_000_000_000n;
+function utcText(epochNs: bigint): string {
+  const us = epochNs / 1000n;
+  const d = new Date(Number(us / 1000n));
+  return `${d.toISOString().slice(0, 19).replace('T', ' ')}.${String(us % 1_000_000n).padStart(6, '0')}`;
+}
+
+let store: ClickHouseFlowStore;
+
+before(async () => {
+  store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 30 });
+});
+
+after(async () => {
+  await store?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('migrations', () => {
+  it('are applied at open and recorded once each; running them again is a no-op', async () => {
+    assert.deepEqual(await store.migrate(), []);
+    const r = await store.query(
+      'SELECT version, count() AS n, any(length(checksum)) FROM schema_migrations GROUP BY version ORDER BY version',
+      LIMITS,
+    );
+    assert.deepEqual(r.rows, [
+      ['001_flows', 1, 64],
+      ['002_rollups', 1, 64],
+      ['003_counters', 1, 64],
+    ]);
+    const tables = await store.query(
+      "SELECT name FROM system.tables WHERE database = 'flowgate' ORDER BY name",
+      LIMITS,
+    );
+    assert.deepEqual(
+      tables.rows.map((t) => t[0]),
+      [
+        'flows',
+        'flows_1m',
+        'flows_1m_mv',
+        'iface_counters',
+        'rule_counters',
+        'schema_migrations',
+        'talkers_1h',
+        'talkers_1h_mv',
+      ],
+    );
+  });
+
+  it('two racing migrators both succeed and each version stays recorded once', async () => {
+    const a = rawClient();
+    const b = rawClient();
+    try {
+      await a.command({ query: 'DROP TABLE flowgate.schema_migrations' });
+      const [ra, rb] = await Promise.all([migrate(a, defaultSchemaDir(), 30), migrate(b, defaultSchemaDir(), 30)]);
+      assert.ok(ra.length + rb.length >= 3, `applied ${ra} and ${rb}`);
+      const r = await rows<{ version: string; n: string }>(
+        a,
+        'SELECT version, count() AS n FROM flowgate.schema_migrations FINAL GROUP BY version ORDER BY version',
+      );
+      assert.deepEqual(
+        r.map((x) => [x.version, Number(x.n)]),
+        [
+          ['001_flows', 1],
+          ['002_rollups', 1],
+          ['003_counters', 1],
+        ],
+      );
+      assert.deepEqual(await store.migrate(), []);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('refuses to run when an applied migration changed', async () => {
+    const schema = mkdtempSync(path.join(tmpdir(), 'flowgate-schema-'));
+    try {
+      cpSync(defaultSchemaDir(), schema, { recursive: true });
+      const file = path.join(schema, '002_rollups.sql');
+      writeFileSync(file, `${readFileSync(file, 'utf8')}\n-- edited after it was applied\n`);
+      const client = rawClient();
+      try {
+        await assert.rejects(
+          migrate(client, schema, 30),
+          (e: unknown) => e instanceof StoreError && !e.retryable && /002_rollups.*must not change/.test(e.message),
+        );
+      } finally {
+        await client.close();
+      }
+    } finally {
+      rmSync(schema, { recursive: true, force: true });
+    }
+  });
+
+  it('flows has the columns and types of DESIGN.md, in order, then the extras', async () => {
+    const r = await store.query(
+      "SELECT name, type FROM system.columns WHERE database = 'flowgate' AND table = 'flows' ORDER BY position",
+      LIMITS,
+    );
+    assert.deepEqual(r.rows, [
+      ['first_seen', "DateTime64(6, 'UTC')"],
+      ['last_seen', "DateTime64(6, 'UTC')"],
+      ['host', 'LowCardinality(String)'],
+      ['iface', 'LowCardinality(String)'],
+      ['direction', "Enum8('ingress' = 1, 'egress' = 2)"],
+      ['src_addr', 'IPv6'],
+      ['dst_addr', 'IPv6'],
+      ['src_port', 'UInt16'],
+      ['dst_port', 'UInt16'],
+      ['protocol', 'UInt8'],
+      ['vlan', 'UInt16'],
+      ['tcp_flags', 'UInt8'],
+      ['packets', 'UInt64'],
+      ['bytes', 'UInt64'],
+      ['dropped_packets', 'UInt64'],
+      ['dropped_bytes', 'UInt64'],
+      ['rule_id', 'UInt32'],
+      ['inner_vlan', 'UInt16'],
+      ['tcp_flags_ns', 'UInt8'],
+    ]);
+  });
+
+  it('sets the TTLs from the retention, and changes them when it changes', async () => {
+    const ttls = async (): Promise<Record<string, string>> => {
+      const r = await store.query(
+        "SELECT name, extract(engine_full, 'TTL (.*?) SETTINGS') FROM system.tables WHERE database = 'flowgate' AND engine LIKE '%MergeTree' AND name != 'schema_migrations'",
+        LIMITS,
+      );
+      return Object.fromEntries(r.rows.map(([n, t]) => [n as string, t as string]));
+    };
+    assert.deepEqual(await ttls(), {
+      flows: 'toDateTime(first_seen) + toIntervalDay(30)',
+      flows_1m: 'minute + toIntervalDay(90)',
+      talkers_1h: 'hour + toIntervalDay(400)',
+      iface_counters: 'toDateTime(ts) + toIntervalDay(90)',
+      rule_counters: 'toDateTime(ts) + toIntervalDay(90)',
+    });
+    await store.close();
+    store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 120 });
+    assert.deepEqual(await ttls(), {
+      flows: 'toDateTime(first_seen) + toIntervalDay(120)',
+      flows_1m: 'minute + toIntervalDay(120)',
+      talkers_1h: 'hour + toIntervalDay(400)',
+      iface_counters: 'toDateTime(ts) + toIntervalDay(120)',
+      rule_counters: 'toDateTime(ts) + toIntervalDay(120)',
+    });
+    await store.close();
+    store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 30 });
+    assert.equal((await ttls()).flows, 'toDateTime(first_seen) + toIntervalDay(30)');
+    assert.equal((await ttls()).flows_1m, 'minute + toIntervalDay(90)');
+  });
+});
+
+describe('insertFlows', () => {
+  const ctx = context(OFFSET);
+  const records = drain([
+    flow({
+      srcAddr: v4('10.1.2.3'),
+      dstAddr: v4('192.0.2.200'),
+      srcPort: 51000,
+      dstPort: 443,
+      protocol: 6,
+      vlan: 100,
+      innerVlan: 200,
+      ifindex: 2,
+      direction: 'ingress',
+      packets: 10,
+      bytes: 12345,
+      droppedPackets: 2,
+      droppedBytes: 120,
+      firstSeenNs: 5_000_000_000n,
+      lastSeenNs: 7_500_000_999n,
+      ruleId: 42,
+      tcpFlags: 0x1ff,
+    }),
+    flow({
+      family: 6,
+      srcAddr: v6('2001:0db8:0000:0000:0000:0000:0000:0001'),
+      dstAddr: v6('2001:0db8:0000:0000:0000:0000:0000:00ff'),
+      srcPort: 128,
+      dstPort: 0,
+      protocol: 58,
+      ifindex: 3,
+      direction: 'egress',
+      packets: 0, // set to 2^53 + 1 below
+      bytes: 1500,
+      firstSeenNs: 65_000_000_001n, // a minute later
+      lastSeenNs: 66_000_000_000n,
+      tcpFlags: 0,
+    }),
+  ]);
+  records.writeBigUInt64LE(2n ** 53n + 1n, FLOW_RECORD_SIZE + FLOW_RECORD_OFFSETS.packets);
+
+  it('stores exactly what the records hold', async () => {
+    await store.insertFlows(encodeFlowRows(records, ctx), 'test:exact');
+    const r = await store.query(
+      `SELECT toString(first_seen), toString(last_seen), host, iface, direction, toString(src_addr), toString(dst_addr),
+              src_port, dst_port, protocol, vlan, inner_vlan, tcp_flags, tcp_flags_ns,
+              toString(packets), bytes, dropped_packets, dropped_bytes, rule_id,
+              toUnixTimestamp64Micro(first_seen) = ${(EPOCH_AT_5S / 1000n).toString()}
+       FROM flows ORDER BY first_seen`,
+      LIMITS,
+    );
+    assert.deepEqual(r.rows, [
+      [
+        utcText(EPOCH_AT_5S),
+        utcText(OFFSET + 7_500_000_999n),
+        'test-host',
+        'eth0',
+        'ingress',
+        '::ffff:10.1.2.3',
+        '::ffff:192.0.2.200',
+        51000,
+        443,
+        6,
+        100,
+        200,
+        255,
+        1,
+        '10',
+        12345,
+        2,
+        120,
+        42,
+        1,
+      ],
+      [
+        utcText(OFFSET + 65_000_000_001n),
+        utcText(OFFSET + 66_000_000_000n),
+        'test-host',
+        'eth1',
+        'egress',
+        '2001:db8::1',
+        '2001:db8::ff',
+        128,
+        0,
+        58,
+        0,
+        0,
+        0,
+        0,
+        '9007199254740993',
+        1500,
+        0,
+        0,
+        0,
+        0,
+      ],
+    ]);
+    assert.match(utcText(EPOCH_AT_5S), /\.123456$/);
+  });
+
+  it('drops a retried batch: the same token twice stores the rows once', async () => {
+    const again = encodeFlowRows(records, ctx);
+    await store.insertFlows(again, 'test:exact');
+    await store.insertFlows(again, 'test:exact');
+    const r = await store.query('SELECT count() FROM flows', LIMITS);
+    assert.deepEqual(r.rows, [[2]]);
+    // A different token is a different batch, even with equal rows.
+    await store.insertFlows(again, 'test:exact-2');
+    assert.deepEqual((await store.query('SELECT count() FROM flows', LIMITS)).rows, [[4]]);
+  });
+
+  it('feeds the rollups, once per batch', async () => {
+    const perMinute = await store.query(
+      `SELECT toString(m), b, f FROM (
+         SELECT toStartOfMinute(toDateTime(first_seen)) AS m, sum(bytes) AS b, count() AS f FROM flows GROUP BY m
+       ) ORDER BY m`,
+      LIMITS,
+    );
+    const rollup = await store.query(
+      'SELECT toString(minute), sum(bytes), sum(flows) FROM flows_1m GROUP BY minute ORDER BY minute',
+      LIMITS,
+    );
+    assert.equal(perMinute.rows.length, 2);
+    assert.deepEqual(rollup.rows, perMinute.rows);
+    const byPort = await store.query(
+      'SELECT iface, direction, protocol, dst_port, toString(sum(packets)), sum(dropped_bytes) FROM flows_1m GROUP BY ALL ORDER BY iface',
+      LIMITS,
+    );
+    assert.deepEqual(byPort.rows, [
+      ['eth0', 'ingress', 6, 443, '20', 240],
+      ['eth1', 'egress', 58, 0, '18014398509481986', 0],
+    ]);
+    const talkers = await store.query(
+      'SELECT toString(src_addr), toString(dst_addr), sum(bytes), sum(flows) FROM talkers_1h GROUP BY ALL ORDER BY 1',
+      LIMITS,
+    );
+    assert.deepEqual(talkers.rows, [
+      ['2001:db8::1', '2001:db8::ff', 3000, 2],
+      ['::ffff:10.1.2.3', '::ffff:192.0.2.200', 24690, 2],
+    ]);
+  });
+
+  it('ignores an empty batch and needs a token', async () => {
+    await store.insertFlows(encodeFlowRows(Buffer.alloc(0), ctx), 'test:empty');
+    await assert.rejects(store.insertFlows(encodeFlowRows(records, ctx), ''), StoreError);
+  });
+
+  it('inserts a big batch', async () => {
+    const n = 200_000;
+    const many = drain(
+      Array.from({ length: 4 }, (_, i) =>
+        flow({ srcAddr: v4(`10.9.0.${i}`), firstSeenNs: 5_000_000_000n, lastSeenNs: 6_000_000_000n, bytes: 100 }),
+      ),
+    );
+    const buf = Buffer.alloc(many.length * (n / 4));
+    for (let i = 0; i < n / 4; i++) many.copy(buf, i * many.length);
+    const enc = encodeFlowRows(buf, ctx);
+    const t0 = performance.now();
+    await store.insertFlows(enc, 'test:big');
+    const s = (performance.now() - t0) / 1000;
+    console.log(`insertFlows: ${n} rows in ${s.toFixed(2)} s (${Math.round(n / s)} rows/s)`);
+    const r = await store.query(
+      "SELECT count(), sum(bytes) FROM flows WHERE src_addr IN ('::ffff:10.9.0.0', '::ffff:10.9.0.3')",
+      LIMITS,
+    );
+    assert.deepEqual(r.rows, [[n / 2, (n / 2) * 100]]);
+  });
+});
+
+describe('counter history', () => {
+  it('inserts interface and rule counters; a token makes a retry harmless', async () => {
+    const ts = Date.now() - 60_000;
+    const counters = {
+      seen_packets: 10,
+      seen_bytes: 1000,
+      passed_packets: 8,
+      dropped_packets: 2,
+      dropped_bytes: 200,
+      ip_packets: 9,
+      non_ip_packets: 1,
+      new_flows: 3,
+      flow_insert_failed: 0,
+    };
+    const row = {
+      ts,
+      host: 'h',
+      iface: 'eth0',
+      direction: 'ingress' as const,
+      counters,
+      malformed: { eth_trunc: 1, ipv4_hdr: 0 },
+    };
+    await store.insertIfaceCounters([row, { ...row, direction: 'egress', ts: new Date(ts) }], 'ifc:1');
+    await store.insertIfaceCounters([row, { ...row, direction: 'egress', ts: new Date(ts) }], 'ifc:1');
+    await store.insertRuleCounters([{ ts, host: 'h', ruleId: 7, packets: 5, bytes: 300 }]);
+    await store.insertRuleCounters([{ ts, host: 'h', ruleId: 7, packets: 5, bytes: 300 }]);
+    const ifc = await store.query(
+      "SELECT toUnixTimestamp64Milli(ts), direction, seen_bytes, dropped_packets, malformed['eth_trunc'], length(malformed) FROM iface_counters ORDER BY direction",
+      LIMITS,
+    );
+    assert.deepEqual(ifc.rows, [
+      [ts, 'ingress', 1000, 2, 1, 1],
+      [ts, 'egress', 1000, 2, 1, 1],
+    ]);
+    // Without a token each call inserts (equal rows of different intervals are not duplicates).
+    const rules = await store.query(
+      'SELECT rule_id, sum(packets), count() FROM rule_counters GROUP BY rule_id',
+      LIMITS,
+    );
+    assert.deepEqual(rules.rows, [[7, 10, 2]]);
+  });
+});
+
+describe('query', () => {
+  const refusedWrites = [
+    'INSERT INTO flows SELECT * FROM flows',
+    'ALTER TABLE flows DELETE WHERE 1',
+    'DROP TABLE flows',
+    'CREATE TABLE t (a UInt8) ENGINE = Memory',
+    'SYSTEM STOP MERGES',
+    'SELECT 1; DROP TABLE flows',
+    "SELECT 1 INTO OUTFILE '/tmp/flowgate-test-outfile'",
+    "SELECT file('/etc/hostname')",
+  ];
+
+  it('refuses writes, DDL, SYSTEM and file access', async () => {
+    for (const sql of refusedWrites) {
+      await assert.rejects(
+        store.query(sql, LIMITS),
+        (e: unknown) => e instanceof StoreError && !e.retryable && /refused/.test(e.message),
+        sql,
+      );
+    }
+    assert.deepEqual((await store.query('EXISTS TABLE flowgate.flows', LIMITS)).rows, [[1]]);
+  });
+
+  it('runs with readonly=1 in the engine too: table functions and SETTINGS are refused', async () => {
+    for (const sql of [
+      "SELECT * FROM url('http://127.0.0.1:9/x', 'LineAsString')",
+      'SELECT 1 SETTINGS max_execution_time = 0',
+    ]) {
+      await assert.rejects(
+        store.query(sql, LIMITS),
+        (e: unknown) =>
+          e instanceof StoreError && !e.retryable && e.clickhouseCode === '164' && /readonly/.test(e.message),
+        sql,
+      );
+    }
+    // readonly ended with the query: the store still writes.
+    await store.insertRuleCounters([{ ts: Date.now(), host: 'h', ruleId: 8, packets: 1, bytes: 1 }]);
+  });
+
+  it('stops a runaway query at maxSeconds', async () => {
+    const t0 = performance.now();
+    await assert.rejects(
+      store.query('SELECT count() FROM numbers(1e11)', { maxSeconds: 1, maxRows: 10 }),
+      (e: unknown) => e instanceof StoreError && !e.retryable && e.clickhouseCode === '159',
+    );
+    assert.ok(performance.now() - t0 < 10_000);
+  });
+
+  it('stops a query at maxRows', async () => {
+    await assert.rejects(
+      store.query('SELECT number FROM numbers(1000)', { maxSeconds: 10, maxRows: 100 }),
+      (e: unknown) => e instanceof StoreError && !e.retryable && e.clickhouseCode === '396',
+    );
+  });
+
+  it("returns ClickHouse's message for bad SQL", async () => {
+    await assert.rejects(store.query('SELECT no_such_column FROM flows', LIMITS), (e: unknown) => {
+      assert.ok(e instanceof StoreError);
+      assert.equal(e.retryable, false);
+      assert.equal(e.clickhouseCode, '47');
+      assert.match(e.message, /no_such_column/);
+      return true;
+    });
+    await assert.rejects(
+      store.query('SELECT FROM WHERE', LIMITS),
+      (e: unknown) =>
+        e instanceof StoreError && !e.retryable && e.clickhouseCode === '62' && /Syntax error/.test(e.message),
+    );
+  });
+
+  it('returns columns with types and rows, numbers as numbers', async () => {
+    const r = await store.query("SELECT 1 AS a, 'x' AS b, toUInt64(5) AS c, toIPv6('::1') AS d", LIMITS);
+    assert.deepEqual(r, {
+      columns: [
+        { name: 'a', type: 'UInt8' },
+        { name: 'b', type: 'String' },
+        { name: 'c', type: 'UInt64' },
+        { name: 'd', type: 'IPv6' },
+      ],
+      rows: [[1, 'x', 5, '::1']],
+    });
+  });
+});
+
+describe('schema for the cookbook', () => {
+  it('a time range plus a source address reads through the primary key; a destination through its bloom filter', async () => {
+    const explain = async (where: string): Promise<string> =>
+      (await store.query(`EXPLAIN indexes = 1 SELECT count() FROM flows WHERE ${where}`, LIMITS)).rows
+        .map((r) => r[0])
+        .join('\n');
+    const bySrc = await explain("first_seen >= now() - INTERVAL 1 DAY AND src_addr = toIPv6('10.1.2.3')");
+    assert.match(bySrc, /PrimaryKey[\s\S]*Keys:\s+toStartOfHour\(first_seen\)\s+src_addr/);
+    const byDst = await explain("first_seen >= now() - INTERVAL 1 DAY AND dst_addr = toIPv6('192.0.2.200')");
+    assert.match(byDst, /Name: dst_addr_bloom/);
+    assert.match(byDst, /Partition/);
+  });
+});
+
+describe('concurrency', () => {
+  it('queries run beside inserts and each other', async () => {
+    const ctx = context(OFFSET);
+    const batch = encodeFlowRows(drain([flow({ srcAddr: v4('10.7.7.7'), bytes: 7 })]), ctx);
+    const slow = store.query('SELECT count() FROM numbers(1e11)', { maxSeconds: 2, maxRows: 10 });
+    const results = await Promise.allSettled([
+      slow,
+      store.insertFlows(batch, 'test:concurrent'),
+      store.query('SELECT 1', LIMITS),
+      store.ping(),
+      store.query("SELECT count() FROM flows WHERE src_addr = '::ffff:10.7.7.7'", LIMITS),
+    ]);
+    assert.equal(results[0].status, 'rejected');
+    assert.ok(
+      results.slice(1).every((r) => r.status === 'fulfilled'),
+      JSON.stringify(results.slice(1)),
+    );
+    assert.deepEqual(
+      (await store.query("SELECT sum(bytes) FROM flows WHERE src_addr = '::ffff:10.7.7.7'", LIMITS)).rows,
+      [[7]],
+    );
+  });
+});
+
+describe('lifecycle', () => {
+  it('pings, and refuses work once closed', async () => {
+    assert.equal(await store.ping(), true);
+    assert.equal(store.kind, 'embedded');
+    await store.close();
+    await store.close();
+    assert.equal(await store.ping(), false);
+    await assert.rejects(store.query('SELECT 1', LIMITS), StoreError);
+    store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 30 });
+    assert.deepEqual((await store.query('SELECT count() > 0 FROM flows', LIMITS)).rows, [[1]]);
+  });
+});
