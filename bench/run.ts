@@ -7,6 +7,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { benchDatapath } from './datapath.js';
+import { benchFootprint, benchPipeline } from './agent.js';
 
 const quick = process.env.FLOWGATE_BENCH_QUICK === '1';
 
@@ -61,7 +62,47 @@ async function main(): Promise<void> {
     ),
   );
 
-  const results = { date: new Date().toISOString(), quick, datapath };
+  const pipeline = await benchPipeline(quick ? 50_000 : 200_000);
+  console.log(
+    `\nAgent pipeline: ${pipeline.flows.toLocaleString('en-US')} flows, kernel map → rows in the embedded store\n`,
+  );
+  console.log(
+    table(
+      ['stage', 'flows/s', '× kernel', 'target', 'ok'],
+      [
+        ['kernel lookup-and-delete batch (floor)', fmt(pipeline.kernelDrainFlowsPerSec, 0), '1.00', '', ''],
+        [
+          'flip, read, spool, encode, insert',
+          fmt(pipeline.storedFlowsPerSec, 0),
+          fmt(pipeline.ratioToKernel, 3),
+          '≥ 500,000/s',
+          pipeline.storedFlowsPerSec >= pipeline.target ? 'yes' : 'NO',
+        ],
+      ],
+    ),
+  );
+
+  const footprints = [];
+  for (const mode of ['server', 'embedded'] as const) {
+    footprints.push(await benchFootprint(mode, quick ? 20_000 : 100_000, quick ? 3 : 10));
+  }
+  console.log('\nAgent footprint: a real agent, new flows every 1 s drain interval (RSS: agent + ship process)\n');
+  console.log(
+    table(
+      ['store', 'flows/interval', 'stored', 'RSS max MB', 'CPU % of a core', 'RSS target', 'ok'],
+      footprints.map((f) => [
+        f.mode,
+        f.flowsPerInterval.toLocaleString('en-US'),
+        f.storedFlows.toLocaleString('en-US'),
+        fmt(f.rssMaxMB, 0),
+        fmt(f.cpuPercentOfOneCore, 0),
+        `≤ ${f.targetRssMB}`,
+        f.rssMaxMB <= f.targetRssMB ? 'yes' : 'NO',
+      ]),
+    ),
+  );
+
+  const results = { date: new Date().toISOString(), quick, datapath, pipeline, footprints };
   mkdirSync('.bench', { recursive: true });
   writeFileSync('.bench/results.json', JSON.stringify(results, null, 2));
   console.log('\nJSON:');
