@@ -54,7 +54,7 @@ function split(records: Buffer): { keys: Buffer; values: Buffer } {
 export async function benchPipeline(flows: number): Promise<PipelineResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-bench-'));
   const bpffs = tempBpffsDir();
-  const dp = Datapath.open({ bpffs, maxFlows: flows, maxRules: 1024, maxPrefixes: 1024 });
+  const dp = Datapath.open({ bpffs, maxFlows: Math.ceil(flows * 1.25), maxRules: 1024, maxPrefixes: 1024 });
   const log = createLogger('bench');
   log.level = 'warn';
   const store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 30 });

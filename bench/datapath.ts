@@ -106,7 +106,8 @@ export async function benchDatapath(opts: DatapathBenchOptions): Promise<{ paths
 
   const maxPrefixes = Math.max(...opts.prefixCounts, 1024) + 1024;
   const newFlowRepeat = Math.min(opts.repeat, 100_000);
-  const maxFlows = Math.max(newFlowRepeat * 2, opts.drainFlows, 4096);
+  // Headroom: an LRU map starts evicting a little before it is full (per-CPU free lists).
+  const maxFlows = Math.max(newFlowRepeat * 2, Math.ceil(opts.drainFlows * 1.25), 4096);
   const dirs = [tempBpffsDir(), tempBpffsDir()];
   const main = Datapath.open({ bpffs: dirs[0]!, maxFlows, maxRules: maxPrefixes + 16, maxPrefixes });
   const fresh = Datapath.open({

@@ -16,6 +16,7 @@ import { MonotonicClock } from './clock.js';
 import { Collector, type DrainSummary, type DrainTrigger } from './collector.js';
 import { ShipClient } from './ship-client.js';
 import { Spool } from './spool.js';
+import { IfaceHistory } from './iface-history.js';
 import type { AgentApi, AgentStatus, InterfaceStatus, XdpModeOption } from './types.js';
 
 export const VERSION = '0.1.0';
@@ -79,6 +80,7 @@ export class Agent implements AgentApi {
   private flowsDrained = 0;
   private flowsEvicted = 0;
   private kernelStats: IfaceStats[] = [];
+  private readonly ifaceHistory = new IfaceHistory();
   private stopping?: Promise<void>;
 
   private constructor(
@@ -196,6 +198,9 @@ export class Agent implements AgentApi {
       (stats) => {
         this.kernelStats = stats;
         this.deps.metrics.ifaceStats(stats, (i) => this.ifaceName(i));
+        this.shipper.ifaceCounters(
+          this.ifaceHistory.rows(stats, new Date(), this.config.host, (i) => this.ifaceName(i)),
+        );
       },
       () => undefined,
     );

@@ -4,7 +4,13 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { StoreError, type QueryLimits, type QueryResult, type StoreOptions } from '../store/types.js';
+import {
+  StoreError,
+  type IfaceCounterRow,
+  type QueryLimits,
+  type QueryResult,
+  type StoreOptions,
+} from '../store/types.js';
 import type { FromWorker, ShipWorkerData, ToWorker } from './ship-worker.js';
 
 export interface ShipClientEvents {
@@ -79,6 +85,11 @@ export class ShipClient {
 
   wake(): void {
     this.send({ type: 'wake' });
+  }
+
+  ifaceCounters(rows: IfaceCounterRow[]): void {
+    if (rows.length)
+      this.send({ type: 'ifaceCounters', rows: rows.map((r) => ({ ...r, ts: new Date(r.ts).getTime() })) });
   }
 
   query(sql: string, limits: QueryLimits): Promise<QueryResult> {

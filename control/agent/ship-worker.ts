@@ -9,7 +9,7 @@
  */
 import { createLogger } from '../log.js';
 import { ClickHouseFlowStore } from '../store/flow-store.js';
-import { StoreError, type QueryLimits, type StoreOptions } from '../store/types.js';
+import { StoreError, type IfaceCounterRow, type QueryLimits, type StoreOptions } from '../store/types.js';
 import { Shipper } from './shipper.js';
 import { Spool } from './spool.js';
 
@@ -22,7 +22,8 @@ export interface ShipWorkerData {
 export type ToWorker =
   | { type: 'wake' }
   | { type: 'stop'; timeoutMs: number }
-  | { type: 'query'; id: number; sql: string; limits: QueryLimits };
+  | { type: 'query'; id: number; sql: string; limits: QueryLimits }
+  | { type: 'ifaceCounters'; rows: IfaceCounterRow[] };
 
 export type FromWorker =
   | { type: 'state'; healthy: boolean; lastError?: string }
@@ -64,7 +65,12 @@ shipper.start();
 
 process.on('message', (m: ToWorker) => {
   if (m.type === 'wake') shipper.wake();
-  else if (m.type === 'stop') {
+  else if (m.type === 'ifaceCounters') {
+    // History rows are best effort: while the store is down they are not spooled (the flows are).
+    shipper.store
+      ?.insertIfaceCounters(m.rows.map((r) => ({ ...r, ts: new Date(r.ts) })))
+      .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'interface counter history not stored'));
+  } else if (m.type === 'stop') {
     void shipper.stop(m.timeoutMs).finally(() => {
       post({ type: 'stopped' });
       process.disconnect(); // → 'disconnect' → exit

@@ -175,6 +175,14 @@ test('flows reach the table exactly: counts, bytes, flags, VLAN, IPv6 extension 
     `SELECT min(first_seen <= last_seen AND first_seen > now64(6) - INTERVAL 10 MINUTE AND last_seen <= now64(6) + INTERVAL 1 SECOND) FROM flowgate.flows`,
   );
   assert.equal(times![0], 1, 'first_seen <= last_seen, both near now');
+
+  // Interface counter history: per-interval deltas of the kernel's counters add up to what was sent.
+  await eventually(async () => {
+    const [h] = await agent.query<[string]>(
+      `SELECT toString(sum(ip_packets)) FROM flowgate.iface_counters WHERE iface = '${veth.host}' AND direction = 'ingress'`,
+    );
+    return Number(h?.[0]) === 1000 + 12 + 20 + 30 + 40 ? true : undefined;
+  }, 'interface counter history');
 });
 
 test('SIGTERM drains and flushes what the kernel still holds; the next start adopts', async (t) => {
