@@ -82,6 +82,8 @@ async function main(): Promise<void> {
     ),
   );
 
+  // The footprint is of the agent as deployed: the compiled dist/, not the sources through tsx.
+  process.env.FLOWGATE_FROM_SOURCE = '0';
   const footprints = [];
   for (const mode of ['server', 'embedded'] as const) {
     footprints.push(await benchFootprint(mode, quick ? 20_000 : 100_000, quick ? 3 : 10));

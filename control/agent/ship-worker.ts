@@ -63,13 +63,34 @@ const shipper = new Shipper({
 });
 shipper.start();
 
+/* Interface counter history waits here until the store is open (and while it is down). */
+const MAX_PENDING_COUNTERS = 100_000;
+const pendingCounters: IfaceCounterRow[] = [];
+let flushing = false;
+async function flushCounters(): Promise<void> {
+  const store = shipper.store;
+  if (flushing || !store || !shipper.healthy || pendingCounters.length === 0) return;
+  flushing = true;
+  const rows = pendingCounters.splice(0, pendingCounters.length);
+  try {
+    await store.insertIfaceCounters(rows);
+  } catch (err) {
+    pendingCounters.unshift(...rows);
+    log.warn({ err: (err as Error).message, rows: rows.length }, 'interface counter history not stored yet');
+  } finally {
+    flushing = false;
+  }
+}
+setInterval(() => void flushCounters(), 1000).unref();
+
 process.on('message', (m: ToWorker) => {
   if (m.type === 'wake') shipper.wake();
   else if (m.type === 'ifaceCounters') {
-    // History rows are best effort: while the store is down they are not spooled (the flows are).
-    shipper.store
-      ?.insertIfaceCounters(m.rows.map((r) => ({ ...r, ts: new Date(r.ts) })))
-      .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'interface counter history not stored'));
+    pendingCounters.push(...m.rows.map((r) => ({ ...r, ts: new Date(r.ts) })));
+    // Bounded: history rows are kept in memory only (the flows are the ones spooled to disk).
+    if (pendingCounters.length > MAX_PENDING_COUNTERS)
+      pendingCounters.splice(0, pendingCounters.length - MAX_PENDING_COUNTERS);
+    void flushCounters();
   } else if (m.type === 'stop') {
     void shipper.stop(m.timeoutMs).finally(() => {
       post({ type: 'stopped' });

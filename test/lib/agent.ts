@@ -66,7 +66,8 @@ export async function startAgent(opts: AgentOptions): Promise<AgentProcess> {
   ];
   const proc = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, FLOWGATE_LOG_LEVEL: 'debug', FLOWGATE_FROM_SOURCE: '1' },
+    // Tests run the sources (never a stale build); the benchmark sets FLOWGATE_FROM_SOURCE=0 to measure dist/.
+    env: { ...process.env, FLOWGATE_LOG_LEVEL: 'debug', FLOWGATE_FROM_SOURCE: process.env.FLOWGATE_FROM_SOURCE ?? '1' },
   });
   let logs = '';
   proc.stdout!.on('data', (d: Buffer) => (logs += d.toString()));
