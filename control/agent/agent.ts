@@ -5,7 +5,6 @@
  * enforcement and counting go on until the next start adopts them.
  */
 import os from 'node:os';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import path from 'node:path';
 import { Datapath } from '../datapath/datapath.js';
 import type { IfaceStats } from '../datapath/layout.js';
@@ -178,15 +177,7 @@ export class Agent implements AgentApi {
     if (ratio >= this.config.earlyDrainFill) void this.drain('early');
   }
 
-  private readonly loopDelay = (() => {
-    const h = monitorEventLoopDelay({ resolution: 10 });
-    h.enable();
-    return h;
-  })();
-
   private afterDrain(s: DrainSummary): void {
-    this.deps.log.debug({ loopDelayMaxMs: Math.round(this.loopDelay.max / 1e6) }, 'event loop');
-    this.loopDelay.reset();
     this.lastDrainAt = new Date();
     this.flowsDrained += s.flows;
     this.flowsEvicted += s.evicted;
@@ -221,8 +212,7 @@ export class Agent implements AgentApi {
   }
 
   async attach(name: string, xdpMode?: XdpModeOption): Promise<InterfaceStatus> {
-    const native = loadNative();
-    native.ifindex(name); // throws ENODEV naming the interface
+    // An absent interface: the native attach throws ENODEV naming it.
     const results = this.dp.attach(name, { xdpMode: xdpMode ?? this.config.xdpMode, egress: this.config.egress });
     const xdp = results.find((r) => r.hook === 'xdp')!;
     if (xdp.warning) this.deps.log.warn({ iface: name }, xdp.warning);

@@ -132,12 +132,25 @@ export class Datapath {
   }
 
   private async collect(slot: number): Promise<Drain> {
-    const records = await this.native.lookupAndDeleteAll(FLOW_MAPS[slot]!);
+    const drain = this.withSlotStats(slot, await this.native.lookupAndDeleteAll(FLOW_MAPS[slot]!));
+    this.resetSlotStats(slot);
+    return drain;
+  }
+
+  /** A slot's records with its insert counters: how many were inserted, refused, evicted. */
+  private withSlotStats(slot: number, records: Buffer): Drain {
     const count = flowRecordCount(records);
-    const stats = this.native.lookup('slot_stats', u32Key(slot));
-    const { newFlows, insertFailed } = stats ? decodeSlotStats(stats) : { newFlows: 0, insertFailed: 0 };
-    this.native.update('slot_stats', u32Key(slot), Buffer.alloc(SLOT_STATS.size));
+    const { newFlows, insertFailed } = this.slotStats(slot);
     return { slot, records, count, newFlows, insertFailed, evicted: Math.max(0, newFlows - count) };
+  }
+
+  private slotStats(slot: number): { newFlows: number; insertFailed: number } {
+    const stats = this.native.lookup('slot_stats', u32Key(slot));
+    return stats ? decodeSlotStats(stats) : { newFlows: 0, insertFailed: 0 };
+  }
+
+  private resetSlotStats(slot: number): void {
+    this.native.update('slot_stats', u32Key(slot), Buffer.alloc(SLOT_STATS.size));
   }
 
   /**
@@ -179,13 +192,7 @@ export class Datapath {
 
   /** Read every flow of a retired slot without deleting it (spool first, then release). */
   readSlot(slot: number): Promise<Drain> {
-    return this.serial.run(async () => {
-      const records = await this.native.dumpAll(FLOW_MAPS[slot]!);
-      const count = flowRecordCount(records);
-      const stats = this.native.lookup('slot_stats', u32Key(slot));
-      const { newFlows, insertFailed } = stats ? decodeSlotStats(stats) : { newFlows: 0, insertFailed: 0 };
-      return { slot, records, count, newFlows, insertFailed, evicted: Math.max(0, newFlows - count) };
-    });
+    return this.serial.run(async () => this.withSlotStats(slot, await this.native.dumpAll(FLOW_MAPS[slot]!)));
   }
 
   /** Empty a retired slot and its insert counters, ready to be flipped to again. */
@@ -193,7 +200,7 @@ export class Datapath {
     return this.serial.run(async () => {
       // The kernel's batch lookup-and-delete into scratch memory: the fastest way to empty a hash map.
       await this.native.drainBaseline(FLOW_MAPS[slot]!);
-      this.native.update('slot_stats', u32Key(slot), Buffer.alloc(SLOT_STATS.size));
+      this.resetSlotStats(slot);
     });
   }
 
@@ -201,8 +208,7 @@ export class Datapath {
   activeFill(): { slot: number; newFlows: number; capacity: number } {
     const cfg = this.config();
     const slot = cfg.flowSlot & 1;
-    const stats = this.native.lookup('slot_stats', u32Key(slot));
-    return { slot, newFlows: stats ? decodeSlotStats(stats).newFlows : 0, capacity: cfg.maxFlows };
+    return { slot, newFlows: this.slotStats(slot).newFlows, capacity: cfg.maxFlows };
   }
 
   /**

@@ -144,7 +144,8 @@ export const IFACE_KEY = struct(8, [
   ['direction', 4],
 ]);
 
-const IFACE_COUNTERS = [
+/** The u64 counters of struct fg_iface_stats before malformed[], in order. */
+export const IFACE_COUNTERS = [
   'seen_packets',
   'seen_bytes',
   'passed_packets',

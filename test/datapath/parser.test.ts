@@ -32,6 +32,7 @@ import {
 import {
   MALFORMED_REASONS,
   decodeFlowRecords,
+  IFACE_COUNTERS,
   type DirectionName,
   type FlowRecord,
   type IfaceCounterName,
@@ -88,17 +89,7 @@ async function drainFlows(dp: Datapath): Promise<FlowRecord[]> {
   return [...decodeFlowRecords(d.records)];
 }
 
-const COUNTER_NAMES: readonly IfaceCounterName[] = [
-  'seen_packets',
-  'seen_bytes',
-  'passed_packets',
-  'dropped_packets',
-  'dropped_bytes',
-  'ip_packets',
-  'non_ip_packets',
-  'new_flows',
-  'flow_insert_failed',
-];
+const COUNTER_NAMES: readonly IfaceCounterName[] = IFACE_COUNTERS;
 
 type Counters = Record<IfaceCounterName, number>;
 type Malformed = Record<MalformedReason, number>;

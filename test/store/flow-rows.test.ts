@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { FLOW_RECORD_OFFSETS, FLOW_RECORD_SIZE } from '../../control/datapath/layout.js';
 import { FLOW_COLUMNS, encodeFlowRows, tsvEscape } from '../../control/store/flow-rows.js';
 import { benchEncode } from '../../bench/store.js';
-import { context, drain, flow, v4, v6, type Flow } from './records.js';
+import { context, drain, flow, sampleV4Flow, v6, type Flow } from './records.js';
 
 function fields(body: string): Array<Record<string, string>> {
   return body
@@ -26,25 +26,7 @@ describe('encodeFlowRows', () => {
 
   it('writes every column from the record bytes', () => {
     const records = drain([
-      flow({
-        srcAddr: v4('10.1.2.3'),
-        dstAddr: v4('192.0.2.200'),
-        srcPort: 51000,
-        dstPort: 443,
-        protocol: 6,
-        vlan: 100,
-        innerVlan: 200,
-        ifindex: 2,
-        direction: 'ingress',
-        packets: 10,
-        bytes: 12345,
-        droppedPackets: 2,
-        droppedBytes: 120,
-        firstSeenNs: 5_000_000_000n,
-        lastSeenNs: 7_500_000_999n,
-        ruleId: 42,
-        tcpFlags: 0x1ff,
-      }),
+      flow(sampleV4Flow()),
       flow({
         family: 6,
         srcAddr: v6('2001:0db8:0000:0000:0000:0000:0000:0001'),

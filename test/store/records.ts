@@ -70,3 +70,26 @@ export function context(offsetNs: bigint, names: Record<number, string> = { 2: '
     monoToEpochNs: (ns) => ns + offsetNs,
   };
 }
+
+/** One IPv4 flow with every field set to a distinctive value (both store tests check it column by column). */
+export function sampleV4Flow(): Partial<Flow> {
+  return {
+    srcAddr: v4('10.1.2.3'),
+    dstAddr: v4('192.0.2.200'),
+    srcPort: 51000,
+    dstPort: 443,
+    protocol: 6,
+    vlan: 100,
+    innerVlan: 200,
+    ifindex: 2,
+    direction: 'ingress',
+    packets: 10,
+    bytes: 12345,
+    droppedPackets: 2,
+    droppedBytes: 120,
+    firstSeenNs: 5_000_000_000n,
+    lastSeenNs: 7_500_000_999n,
+    ruleId: 42,
+    tcpFlags: 0x1ff,
+  };
+}

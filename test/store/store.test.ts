@@ -16,7 +16,7 @@ import { ClickHouseFlowStore } from '../../control/store/flow-store.js';
 import { embeddedDataDir } from '../../control/store/client.js';
 import { defaultSchemaDir, migrate } from '../../control/store/migrate.js';
 import { StoreError, type QueryLimits } from '../../control/store/types.js';
-import { context, drain, flow, v4, v6 } from './records.js';
+import { context, drain, flow, sampleV4Flow, v4, v6 } from './records.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'flowgate-store-test-'));
 const LIMITS: QueryLimits = { maxSeconds: 30, maxRows: 100_000 };
@@ -192,25 +192,7 @@ describe('migrations', () => {
 describe('insertFlows', () => {
   const ctx = context(OFFSET);
   const records = drain([
-    flow({
-      srcAddr: v4('10.1.2.3'),
-      dstAddr: v4('192.0.2.200'),
-      srcPort: 51000,
-      dstPort: 443,
-      protocol: 6,
-      vlan: 100,
-      innerVlan: 200,
-      ifindex: 2,
-      direction: 'ingress',
-      packets: 10,
-      bytes: 12345,
-      droppedPackets: 2,
-      droppedBytes: 120,
-      firstSeenNs: 5_000_000_000n,
-      lastSeenNs: 7_500_000_999n,
-      ruleId: 42,
-      tcpFlags: 0x1ff,
-    }),
+    flow(sampleV4Flow()),
     flow({
       family: 6,
       srcAddr: v6('2001:0db8:0000:0000:0000:0000:0000:0001'),
