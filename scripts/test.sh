@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# THE test command:  sudo bash scripts/test.sh [test files…]     (npm test runs it too)
+# THE test command (as root):  bash scripts/test.sh [test files…]     (npm test runs it too)
 #
 # 1. bash scripts/install-deps.sh — system packages, npm ci, build (bpf, native, ts);
 #    set FLOWGATE_SKIP_INSTALL=1 to skip this step in a quick edit-test loop.
@@ -18,7 +18,7 @@ if ((EUID != 0)); then
 	if [[ "${CI:-}" == true ]]; then
 		say "WARNING: not root under CI=true: tests that need root/bpf()/netns will FAIL"
 	else
-		say "note: not root: tests that need root/bpf()/netns will be skipped (use: sudo bash scripts/test.sh)"
+		say "note: not root: tests that need root/bpf()/netns will be skipped (run it as root)"
 	fi
 fi
 
