@@ -2,6 +2,7 @@
  * What the REST API and the CLI see of a running agent. The agent
  * (agent.ts) implements it; the API (control/api) only talks to this.
  */
+import type { RuleApi } from '../rules/types.js';
 import type { QueryLimits, QueryResult } from '../store/types.js';
 
 export type XdpModeOption = 'auto' | 'native' | 'generic';
@@ -54,4 +55,6 @@ export interface AgentApi {
   attach(name: string, xdpMode?: XdpModeOption): Promise<InterfaceStatus>;
   detach(name: string): Promise<boolean>;
   query(sql: string, limits?: Partial<QueryLimits>): Promise<QueryResult>;
+  /** The rule set: REST /rules and `flowgate rules` (control/rules/types.ts). */
+  readonly rules: RuleApi;
 }
