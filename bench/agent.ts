@@ -83,6 +83,7 @@ export async function benchPipeline(flows: number): Promise<PipelineResult> {
         host: batch.meta.host,
         ifaceName: (i) => `if${i}`,
         monoToEpochNs: (ns) => ns + offset,
+        epochOffsetNs: offset,
       });
       await store.insertFlows(rows, batch.token);
       spool.remove(info);

@@ -70,6 +70,7 @@ export class Shipper {
             host: batch.meta.host,
             ifaceName: (ifindex) => batch.meta.ifaces[ifindex] ?? `if${ifindex}`,
             monoToEpochNs: (ns) => ns + offset,
+            epochOffsetNs: offset,
           });
           const started = performance.now();
           await this.store.insertFlows(rows, batch.token);

@@ -151,7 +151,7 @@ async function openServer(url: string, opts: StoreOptions): Promise<StoreClients
   };
 }
 
-/** Batch files are named flows-<pid>-<n>.tsv; those of a dead process are leftovers of a crash (still spooled). */
+/** Batch files are named flows-<pid>-<n>.bin; those of a dead process are leftovers of a crash (still spooled). */
 function removeStaleBatchFiles(scratchDir: string): void {
   for (const name of readdirSync(scratchDir)) {
     const pid = Number(/^flows-(\d+)-/.exec(name)?.[1]);

@@ -23,9 +23,9 @@ export interface StoreOptions {
 
 /** A batch of flow rows already encoded in bulk for INSERT (see flow-rows.ts). */
 export interface EncodedRows {
-  /** The rows in `format`, one per line. */
-  body: string;
-  format: 'TabSeparated';
+  /** The rows in `format`. */
+  body: Buffer;
+  format: 'RowBinary';
   rows: number;
   /** Column list, in the order `body` has them. */
   columns: readonly string[];

@@ -1,23 +1,75 @@
 /**
- * encodeFlowRows: the drained bytes become exactly the TSV ClickHouse reads
- * (no engine here; store.test.ts round-trips through chDB).
+ * encodeFlowRows: the drained bytes become exactly the RowBinary ClickHouse
+ * reads. A reader written here from the format's definition turns each row
+ * back into text (no engine here; store.test.ts round-trips through chDB).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FLOW_RECORD_OFFSETS, FLOW_RECORD_SIZE } from '../../control/datapath/layout.js';
-import { FLOW_COLUMNS, encodeFlowRows, tsvEscape } from '../../control/store/flow-rows.js';
+import { FLOW_COLUMNS, encodeFlowRows } from '../../control/store/flow-rows.js';
 import { benchEncode } from '../../bench/store.js';
 import { context, drain, flow, sampleV4Flow, v6, type Flow } from './records.js';
 
-function fields(body: string): Array<Record<string, string>> {
-  return body
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((line) => {
-      const cells = line.split('\t');
-      assert.equal(cells.length, FLOW_COLUMNS.length, `row has ${cells.length} fields: ${line}`);
-      return Object.fromEntries(FLOW_COLUMNS.map((c, i) => [c, cells[i]!]));
+/** RowBinary rows of FLOW_COLUMNS as text: addresses as ClickHouse prints IPv6 (mapped v4 as ::ffff:a.b.c.d, else 8 groups). */
+function fields(body: Buffer): Array<Record<string, string>> {
+  const rows: Array<Record<string, string>> = [];
+  let at = 0;
+  const str = (): string => {
+    let len = 0;
+    for (let shift = 0; ; shift += 7) {
+      const byte = body[at++]!;
+      len |= (byte & 0x7f) << shift;
+      if (byte < 0x80) break;
+    }
+    at += len;
+    return body.toString('utf8', at - len, at);
+  };
+  const u = (bytes: 1 | 2 | 4 | 8): string => {
+    const v = bytes === 8 ? body.readBigUInt64LE(at) : body.readUIntLE(at, bytes);
+    at += bytes;
+    return v.toString();
+  };
+  const time = (): string => {
+    const us = body.readBigInt64LE(at);
+    at += 8;
+    return `${us / 1_000_000n}.${String(us % 1_000_000n).padStart(6, '0')}`;
+  };
+  const ip = (): string => {
+    const a = body.subarray(at, (at += 16));
+    if (a.subarray(0, 10).every((x) => x === 0) && a[10] === 0xff && a[11] === 0xff) {
+      return `::ffff:${[...a.subarray(12)].join('.')}`;
+    }
+    return Array.from({ length: 8 }, (_, g) => a.readUInt16BE(g * 2).toString(16)).join(':');
+  };
+  while (at < body.length) {
+    const host = str();
+    const iface = str();
+    const direction = body[at++] === 2 ? 'egress' : 'ingress';
+    rows.push({
+      host,
+      iface,
+      direction,
+      first_seen: time(),
+      last_seen: time(),
+      src_addr: ip(),
+      dst_addr: ip(),
+      src_port: u(2),
+      dst_port: u(2),
+      protocol: u(1),
+      vlan: u(2),
+      inner_vlan: u(2),
+      tcp_flags: u(1),
+      tcp_flags_ns: u(1),
+      packets: u(8),
+      bytes: u(8),
+      dropped_packets: u(8),
+      dropped_bytes: u(8),
+      rule_id: u(4),
     });
+    assert.deepEqual(Object.keys(rows.at(-1)!), [...FLOW_COLUMNS]);
+  }
+  assert.equal(at, body.length, 'the body ends with a whole row');
+  return rows;
 }
 
 describe('encodeFlowRows', () => {
@@ -45,9 +97,8 @@ describe('encodeFlowRows', () => {
     records.writeBigUInt64LE(2n ** 53n + 1n, FLOW_RECORD_SIZE + FLOW_RECORD_OFFSETS.packets);
     const enc = encodeFlowRows(records, context(offset));
     assert.equal(enc.rows, 2);
-    assert.equal(enc.format, 'TabSeparated');
+    assert.equal(enc.format, 'RowBinary');
     assert.deepEqual([...enc.columns], [...FLOW_COLUMNS]);
-    assert.ok(enc.body.endsWith('\n'));
     const [a, b] = fields(enc.body);
     assert.deepEqual(a, {
       host: 'test-host',
@@ -79,18 +130,17 @@ describe('encodeFlowRows', () => {
     assert.equal(b!.tcp_flags_ns, '0');
   });
 
-  it('escapes host and interface names for TSV', () => {
-    assert.equal(tsvEscape('a\tb\\c\nd\re'), 'a\\tb\\\\c\\nd\\re');
+  it('writes host and interface names as they are, UTF-8 included', () => {
     const enc = encodeFlowRows(drain([flow({ ifindex: 9 })]), {
       ...context(offset, { 9: 'we\tird\\' }),
       host: 'hôst',
     });
     const [row] = fields(enc.body);
     assert.equal(row!.host, 'hôst');
-    assert.equal(row!.iface, 'we\\tird\\\\');
+    assert.equal(row!.iface, 'we\tird\\');
   });
 
-  it('grows its buffer for rows longer than usual, and reuses it for the next batch', () => {
+  it('sizes each body for its own rows (a long host name, then a short batch)', () => {
     const host = 'h'.repeat(300);
     const records = drain(Array.from({ length: 1000 }, (_, i) => flow({ srcPort: i })));
     const long = fields(encodeFlowRows(records, { ...context(offset), host }).body);
@@ -103,7 +153,7 @@ describe('encodeFlowRows', () => {
     );
   });
 
-  it('the epochOffsetNs fast path gives the same text as monoToEpochNs', () => {
+  it('the epochOffsetNs fast path gives the same bytes as monoToEpochNs', () => {
     const flows: Flow[] = [];
     let seed = 12345;
     const rnd = (): bigint => {
@@ -127,7 +177,7 @@ describe('encodeFlowRows', () => {
           return ns + off;
         },
       }).body;
-      assert.equal(fast, slow);
+      assert.ok(fast.equals(slow));
       assert.equal(calls, 0);
       // And both agree with plain BigInt arithmetic.
       const want = flows.map((f) => {
@@ -145,7 +195,7 @@ describe('encodeFlowRows', () => {
     assert.throws(() => encodeFlowRows(Buffer.alloc(FLOW_RECORD_SIZE + 1), context(offset)), /whole number/);
     const empty = encodeFlowRows(Buffer.alloc(0), context(offset));
     assert.equal(empty.rows, 0);
-    assert.equal(empty.body, '');
+    assert.equal(empty.body.length, 0);
   });
 
   it('encodes a million records in one pass', () => {
