@@ -121,6 +121,8 @@ export interface FootprintResult {
   intervals: number;
   storedFlows: number;
   rssMaxMB: number;
+  /** The agent's own process (the rest of rssMaxMB is its ship process, embedded mode only). */
+  rssAgentMaxMB: number;
   cpuPercentOfOneCore: number;
   targetRssMB: number;
 }
@@ -158,6 +160,7 @@ export async function benchFootprint(
   try {
     const tick = 100; // Hz of /proc/<pid>/stat
     let rssMax = 0;
+    let rssAgentMax = 0;
     const pids = (): number[] => pidTree(agent.proc.pid!);
     const cpu0 = pids().reduce((n, p) => n + cpuTicks(p), 0);
     const t0 = Date.now();
@@ -167,6 +170,7 @@ export async function benchFootprint(
           rssMax,
           pids().reduce((n, p) => n + rssKB(p), 0),
         );
+        rssAgentMax = Math.max(rssAgentMax, rssKB(agent.proc.pid!));
       } catch {
         // a process of the tree just exited
       }
@@ -193,6 +197,7 @@ export async function benchFootprint(
       intervals,
       storedFlows: Number(row?.[0] ?? 0),
       rssMaxMB: rssMax / 1024,
+      rssAgentMaxMB: rssAgentMax / 1024,
       cpuPercentOfOneCore: (((cpu1 - cpu0) / tick) * 100) / wall,
       targetRssMB: mode === 'embedded' ? 350 : 80,
     };

@@ -8,6 +8,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { benchDatapath } from './datapath.js';
 import { benchFootprint, benchPipeline } from './agent.js';
+import { benchRulesApi } from './rules-api.js';
 
 const quick = process.env.FLOWGATE_BENCH_QUICK === '1';
 
@@ -91,12 +92,13 @@ async function main(): Promise<void> {
   console.log('\nAgent footprint: a real agent, new flows every 1 s drain interval (RSS: agent + ship process)\n');
   console.log(
     table(
-      ['store', 'flows/interval', 'stored', 'RSS max MB', 'CPU % of a core', 'RSS target', 'ok'],
+      ['store', 'flows/interval', 'stored', 'RSS max MB', 'of it, agent', 'CPU % of a core', 'RSS target', 'ok'],
       footprints.map((f) => [
         f.mode,
         f.flowsPerInterval.toLocaleString('en-US'),
         f.storedFlows.toLocaleString('en-US'),
         fmt(f.rssMaxMB, 0),
+        fmt(f.rssAgentMaxMB, 0),
         fmt(f.cpuPercentOfOneCore, 0),
         `≤ ${f.targetRssMB}`,
         f.rssMaxMB <= f.targetRssMB ? 'yes' : 'NO',
@@ -104,7 +106,44 @@ async function main(): Promise<void> {
     ),
   );
 
-  const results = { date: new Date().toISOString(), quick, datapath, pipeline, footprints };
+  const rules = await benchRulesApi(
+    quick
+      ? { background: 10_000, posts: 100, replacePrefixes: 100_000 }
+      : { background: 100_000, posts: 500, replacePrefixes: 1_000_000 },
+  );
+  console.log(
+    `\nRules API: POST → enforced (response after the kernel switch), ${rules.background.toLocaleString('en-US')} prefixes loaded\n`,
+  );
+  console.log(
+    table(
+      ['what', 'measured', 'baseline', 'target', 'ok'],
+      [
+        [
+          `POST /rules p50 (ms, ${rules.posts} requests)`,
+          fmt(rules.postP50Ms, 2),
+          `GET /health ${fmt(rules.healthP50Ms, 2)}`,
+          '',
+          '',
+        ],
+        [
+          'POST /rules p99 (ms)',
+          fmt(rules.postP99Ms, 2),
+          '',
+          `≤ ${rules.targetP99Ms}`,
+          rules.postP99Ms <= rules.targetP99Ms ? 'yes' : 'NO',
+        ],
+        [
+          `PUT /rules, ${rules.replacePrefixes.toLocaleString('en-US')} prefixes (s)`,
+          fmt(rules.replaceSeconds, 2),
+          '',
+          `≤ ${rules.targetReplaceSeconds}`,
+          rules.replaceSeconds <= rules.targetReplaceSeconds ? 'yes' : 'NO',
+        ],
+      ],
+    ),
+  );
+
+  const results = { date: new Date().toISOString(), quick, datapath, pipeline, footprints, rules };
   mkdirSync('.bench', { recursive: true });
   writeFileSync('.bench/results.json', JSON.stringify(results, null, 2));
   console.log('\nJSON:');

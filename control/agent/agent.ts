@@ -13,9 +13,13 @@ import { loadNative } from '../../native/index.js';
 import type { QueryLimits, QueryResult, StoreTarget } from '../store/types.js';
 import { MonotonicClock } from './clock.js';
 import { Collector, type DrainSummary, type DrainTrigger } from './collector.js';
-import { ShipClient } from './ship-client.js';
+import { LocalShip } from './local-ship.js';
+import { ShipClient, type Ship } from './ship-client.js';
 import { Spool } from './spool.js';
 import { IfaceHistory } from './iface-history.js';
+import { RuleService } from '../rules/service.js';
+import { DatapathRules, ifaceExists } from '../rules/kernel-rules.js';
+import type { RuleApi } from '../rules/types.js';
 import type { AgentApi, AgentStatus, InterfaceStatus, XdpModeOption } from './types.js';
 
 export const VERSION = '0.1.0';
@@ -38,6 +42,8 @@ export interface AgentConfig {
   host: string;
   /** Remove pins and detach on exit (enforcement stops). */
   unpinOnExit: boolean;
+  /** Where the rule set is kept (rules.json, rules.journal); default <spool dir>/../rules. */
+  rulesDir?: string;
 }
 
 /** What the agent reports to metrics; control/metrics.ts implements it. */
@@ -70,7 +76,7 @@ export class Agent implements AgentApi {
   private readonly attached = new Map<string, Attached>();
   private readonly startedAt = new Date();
   private collector!: Collector;
-  private shipper!: ShipClient;
+  private shipper!: Ship;
   private spool!: Spool;
   private drainTimer?: NodeJS.Timeout;
   private fillTimer?: NodeJS.Timeout;
@@ -81,12 +87,20 @@ export class Agent implements AgentApi {
   private kernelStats: IfaceStats[] = [];
   private readonly ifaceHistory = new IfaceHistory();
   private stopping?: Promise<void>;
+  private ruleService!: RuleService;
+  private readonly kernelRules: DatapathRules;
 
   private constructor(
     readonly config: AgentConfig,
     readonly dp: Datapath,
     private readonly deps: AgentDeps,
-  ) {}
+  ) {
+    this.kernelRules = new DatapathRules(dp);
+  }
+
+  get rules(): RuleApi {
+    return this.ruleService;
+  }
 
   static async start(config: AgentConfig, deps: AgentDeps): Promise<Agent> {
     // Every NIC must exist before anything is loaded or pinned (ENODEV names it).
@@ -101,6 +115,7 @@ export class Agent implements AgentApi {
     try {
       await agent.init();
     } catch (err) {
+      await agent.shipper?.stop(1000).catch(() => undefined);
       dp.close();
       throw err;
     }
@@ -119,23 +134,36 @@ export class Agent implements AgentApi {
         '--max-flows differs from the adopted maps: keeping the pinned size (restart with --unpin to resize)',
       );
     }
-    for (const name of config.ifaces) await this.attach(name);
 
     this.spool = new Spool(config.spoolDir, config.spoolMaxBytes);
     const incomplete = this.spool.removeIncomplete();
     if (incomplete)
       log.warn({ files: incomplete }, 'removed spool writes a crash cut short (their flows are drained again)');
-    this.shipper = new ShipClient(
-      {
-        spoolDir: config.spoolDir,
-        spoolMaxBytes: config.spoolMaxBytes,
-        store: { target: config.store, retentionDays: config.retentionDays },
-      },
-      {
-        onInserted: (rows, seconds) => deps.metrics.inserted(rows, seconds),
-        onError: () => deps.metrics.storeError(),
-      },
-    );
+    const shipOpts = {
+      spoolDir: config.spoolDir,
+      spoolMaxBytes: config.spoolMaxBytes,
+      store: { target: config.store, retentionDays: config.retentionDays },
+    };
+    const shipEvents = {
+      onInserted: (rows: number, seconds: number) => deps.metrics.inserted(rows, seconds),
+      onError: () => deps.metrics.storeError(),
+    };
+    // The embedded engine ships from a child process; a server's inserts are I/O, shipped from here.
+    this.shipper =
+      config.store.kind === 'embedded'
+        ? new ShipClient(shipOpts, shipEvents)
+        : new LocalShip(shipOpts, shipEvents, log);
+    // The rule set first: a fresh start enforces it from the first packet.
+    this.ruleService = await RuleService.open({
+      kernel: this.kernelRules,
+      dir: config.rulesDir ?? path.join(path.dirname(config.spoolDir), 'rules'),
+      ifaceExists,
+      log: log.child({ part: 'rules' }),
+      maxId: dp.config().maxRules - 1,
+      history: (rows) => this.shipper?.ruleHistory(rows.map((r) => ({ ...r, host: config.host }))),
+    });
+    for (const name of config.ifaces) await this.attach(name);
+
     this.collector = new Collector({
       dp,
       spool: this.spool,
@@ -185,6 +213,10 @@ export class Agent implements AgentApi {
     const totals = this.spool.totals();
     this.deps.metrics.spool(totals.batches, totals.bytes);
     this.shipper.wake();
+    void this.kernelRules.counterDeltas().then(
+      (deltas) => this.shipper.ruleCounters(deltas.map((d) => ({ ts: new Date(), host: this.config.host, ...d }))),
+      () => undefined,
+    );
     void this.dp.ifaceStats().then(
       (stats) => {
         this.kernelStats = stats;
@@ -299,6 +331,7 @@ export class Agent implements AgentApi {
     clearInterval(this.drainTimer);
     clearInterval(this.fillTimer);
     const { log } = this.deps;
+    await this.ruleService?.close();
     const last = await this.drain('shutdown');
     log.info({ flows: last?.flows ?? 0 }, 'final drain done; flushing the spool');
     await this.shipper.stop(10_000);

@@ -9,16 +9,36 @@ import {
   type IfaceCounterRow,
   type QueryLimits,
   type QueryResult,
+  type RuleCounterRow,
+  type RuleHistoryStoreRow,
   type StoreOptions,
 } from '../store/types.js';
 import type { FromWorker, ShipWorkerData, ToWorker } from './ship-worker.js';
 
-export interface ShipClientEvents {
+function epochMs(ts: Date | number): number {
+  return new Date(ts).getTime();
+}
+
+export interface ShipEvents {
   onInserted: (rows: number, seconds: number) => void;
   onError: () => void;
 }
 
-export class ShipClient {
+/** What the agent asks of whatever ships its spool to the store (this process's child, or local-ship.ts). */
+export interface Ship {
+  readonly healthy: boolean;
+  readonly lastError?: string;
+  /** New batches are spooled. */
+  wake(): void;
+  ifaceCounters(rows: IfaceCounterRow[]): void;
+  ruleCounters(rows: RuleCounterRow[]): void;
+  ruleHistory(rows: RuleHistoryStoreRow[]): void;
+  query(sql: string, limits: QueryLimits): Promise<QueryResult>;
+  /** Ship what is spooled (bounded wait), then stop. */
+  stop(timeoutMs: number): Promise<void>;
+}
+
+export class ShipClient implements Ship {
   healthy = false;
   lastError?: string;
   private readonly worker: ChildProcess;
@@ -29,7 +49,7 @@ export class ShipClient {
 
   constructor(
     opts: { spoolDir: string; spoolMaxBytes: number; store: StoreOptions },
-    private readonly events: ShipClientEvents,
+    private readonly events: ShipEvents,
   ) {
     const fromSource = import.meta.url.endsWith('.ts');
     const url = new URL(`./ship-worker${fromSource ? '.ts' : '.js'}`, import.meta.url);
@@ -87,9 +107,18 @@ export class ShipClient {
     this.send({ type: 'wake' });
   }
 
+  /* History rows cross the IPC channel as JSON: times as epoch milliseconds. */
+
   ifaceCounters(rows: IfaceCounterRow[]): void {
-    if (rows.length)
-      this.send({ type: 'ifaceCounters', rows: rows.map((r) => ({ ...r, ts: new Date(r.ts).getTime() })) });
+    if (rows.length) this.send({ type: 'ifaceCounters', rows: rows.map((r) => ({ ...r, ts: epochMs(r.ts) })) });
+  }
+
+  ruleCounters(rows: RuleCounterRow[]): void {
+    if (rows.length) this.send({ type: 'ruleCounters', rows: rows.map((r) => ({ ...r, ts: epochMs(r.ts) })) });
+  }
+
+  ruleHistory(rows: RuleHistoryStoreRow[]): void {
+    if (rows.length) this.send({ type: 'ruleHistory', rows: rows.map((r) => ({ ...r, ts: epochMs(r.ts) })) });
   }
 
   query(sql: string, limits: QueryLimits): Promise<QueryResult> {

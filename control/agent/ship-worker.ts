@@ -9,7 +9,15 @@
  */
 import { createLogger } from '../log.js';
 import { ClickHouseFlowStore } from '../store/flow-store.js';
-import { StoreError, type IfaceCounterRow, type QueryLimits, type StoreOptions } from '../store/types.js';
+import {
+  StoreError,
+  type IfaceCounterRow,
+  type QueryLimits,
+  type RuleCounterRow,
+  type RuleHistoryStoreRow,
+  type StoreOptions,
+} from '../store/types.js';
+import { HistoryQueue } from './history-queue.js';
 import { Shipper } from './shipper.js';
 import { Spool } from './spool.js';
 
@@ -23,7 +31,9 @@ export type ToWorker =
   | { type: 'wake' }
   | { type: 'stop'; timeoutMs: number }
   | { type: 'query'; id: number; sql: string; limits: QueryLimits }
-  | { type: 'ifaceCounters'; rows: IfaceCounterRow[] };
+  | { type: 'ifaceCounters'; rows: IfaceCounterRow[] }
+  | { type: 'ruleCounters'; rows: RuleCounterRow[] }
+  | { type: 'ruleHistory'; rows: RuleHistoryStoreRow[] };
 
 export type FromWorker =
   | { type: 'state'; healthy: boolean; lastError?: string }
@@ -63,39 +73,22 @@ const shipper = new Shipper({
 });
 shipper.start();
 
-/* Interface counter history waits here until the store is open (and while it is down). */
-const MAX_PENDING_COUNTERS = 100_000;
-const pendingCounters: IfaceCounterRow[] = [];
-let flushing = false;
-async function flushCounters(): Promise<void> {
-  const store = shipper.store;
-  if (flushing || !store || !shipper.healthy || pendingCounters.length === 0) return;
-  flushing = true;
-  const rows = pendingCounters.splice(0, pendingCounters.length);
-  try {
-    await store.insertIfaceCounters(rows);
-  } catch (err) {
-    pendingCounters.unshift(...rows);
-    log.warn({ err: (err as Error).message, rows: rows.length }, 'interface counter history not stored yet');
-  } finally {
-    flushing = false;
-  }
-}
-setInterval(() => void flushCounters(), 1000).unref();
+const history = new HistoryQueue(() => (shipper.healthy ? shipper.store : undefined), log);
 
 process.on('message', (m: ToWorker) => {
   if (m.type === 'wake') shipper.wake();
-  else if (m.type === 'ifaceCounters') {
-    pendingCounters.push(...m.rows.map((r) => ({ ...r, ts: new Date(r.ts) })));
-    // Bounded: history rows are kept in memory only (the flows are the ones spooled to disk).
-    if (pendingCounters.length > MAX_PENDING_COUNTERS)
-      pendingCounters.splice(0, pendingCounters.length - MAX_PENDING_COUNTERS);
-    void flushCounters();
-  } else if (m.type === 'stop') {
-    void shipper.stop(m.timeoutMs).finally(() => {
-      post({ type: 'stopped' });
-      process.disconnect(); // → 'disconnect' → exit
-    });
+  else if (m.type === 'ifaceCounters') history.ifaceCounters.add(m.rows);
+  else if (m.type === 'ruleCounters') history.ruleCounters.add(m.rows);
+  else if (m.type === 'ruleHistory') history.ruleHistory.add(m.rows);
+  else if (m.type === 'stop') {
+    // History first: stopping the shipper closes the store.
+    void history
+      .flush()
+      .then(() => shipper.stop(m.timeoutMs))
+      .finally(() => {
+        post({ type: 'stopped' });
+        process.disconnect(); // → 'disconnect' → exit
+      });
   } else if (m.type === 'query') {
     const store = shipper.store;
     if (!store) {

@@ -5,8 +5,9 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
-import { encodeFlowRows } from '../store/flow-rows.js';
-import { StoreError, type FlowStore } from '../store/types.js';
+import { FLOW_RECORD_SIZE, flowRecordCount } from '../datapath/layout.js';
+import { FLOW_COLUMNS, encodeFlowRows, type FlowRowContext } from '../store/flow-rows.js';
+import { StoreError, type EncodedRows, type FlowStore } from '../store/types.js';
 import type { Spool } from './spool.js';
 
 export interface ShipperDeps {
@@ -18,6 +19,26 @@ export interface ShipperDeps {
   onError: (err: Error) => void;
   /** Health changes, for the agent's status. */
   onState?: (healthy: boolean, lastError?: string) => void;
+}
+
+/** Records encoded between two yields to the event loop (~15 ms of work). */
+const SLICE_RECORDS = 65_536;
+
+/**
+ * Encode a batch a slice at a time, yielding in between: when shipping runs
+ * in the agent's process (local-ship.ts), a million-record batch must not
+ * hold up the drain timer for the second it takes to encode.
+ */
+async function encodeInSlices(records: Buffer, ctx: FlowRowContext): Promise<EncodedRows> {
+  const n = flowRecordCount(records);
+  if (n <= SLICE_RECORDS) return encodeFlowRows(records, ctx);
+  const bodies: Buffer[] = [];
+  for (let i = 0; i < n; i += SLICE_RECORDS) {
+    const slice = records.subarray(i * FLOW_RECORD_SIZE, Math.min(n, i + SLICE_RECORDS) * FLOW_RECORD_SIZE);
+    bodies.push(encodeFlowRows(slice, ctx).body);
+    await new Promise((r) => setImmediate(r));
+  }
+  return { body: Buffer.concat(bodies), format: 'RowBinary', rows: n, columns: FLOW_COLUMNS };
 }
 
 const MIN_BACKOFF_MS = 250;
@@ -66,7 +87,7 @@ export class Shipper {
           if (!this.running && !this.healthy) break;
           const batch = this.deps.spool.read(info);
           const offset = BigInt(batch.meta.monoToEpochOffsetNs);
-          const rows = encodeFlowRows(batch.records, {
+          const rows = await encodeInSlices(batch.records, {
             host: batch.meta.host,
             ifaceName: (ifindex) => batch.meta.ifaces[ifindex] ?? `if${ifindex}`,
             monoToEpochNs: (ns) => ns + offset,

@@ -16,6 +16,7 @@
  * - Bodies: `bodyLimit` (default 1 MiB); a route that needs more (PUT /rules)
  *   sets `bodyLimit: ctx.largeBodyLimit` in its route options.
  * - OpenAPI 3 at /api/v1/openapi.json, docs UI at /api/v1/docs.
+ * - TLS: `https: {cert, key}` (flowgate run --tls-cert/--tls-key) serves HTTPS.
  */
 import { BlockList, isIP } from 'node:net';
 import AjvCompiler from '@fastify/ajv-compiler';
@@ -38,6 +39,7 @@ import { interfaceRoutes } from './routes/interfaces.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { openapiRoutes } from './routes/openapi.js';
 import { queryRoutes } from './routes/query.js';
+import { ruleRoutes } from './routes/rules.js';
 import { statusRoutes } from './routes/status.js';
 import { flowgateVersion } from './version.js';
 
@@ -65,10 +67,12 @@ export interface ApiOptions {
   rateLimit?: { max: number; timeWindowMs: number } | false;
   /** Reported by /health and the OpenAPI document (default: package.json's). */
   version?: string;
+  /** Serve HTTPS with this PEM certificate (chain) and key; listenApi() then reports https://. */
+  https?: { cert: string | Buffer; key: string | Buffer };
 }
 
 /** What buildApi() was built with, for listenApi() to check. */
-const builtWith = new WeakMap<FastifyInstance, { tokenDigest?: Buffer }>();
+const builtWith = new WeakMap<FastifyInstance, { tokenDigest?: Buffer; tls: boolean }>();
 
 type CompileRequest = Parameters<FastifySchemaCompiler<unknown>>[0];
 type Compile = (req: CompileRequest) => ReturnType<FastifySchemaCompiler<unknown>>;
@@ -80,7 +84,15 @@ type Compile = (req: CompileRequest) => ReturnType<FastifySchemaCompiler<unknown
  */
 function validatorCompiler(): FastifySchemaCompiler<unknown> {
   const factory = AjvCompiler();
-  const common = { useDefaults: true, removeAdditional: false, allErrors: false, verbose: true } as const;
+  // allowUnionTypes: `type: ['string', 'integer']` (a rule's protocol and ports) is plain JSON
+  // Schema, and @fastify/swagger turns it into an OpenAPI 3.0 anyOf; without it ajv warns on stderr.
+  const common = {
+    useDefaults: true,
+    removeAdditional: false,
+    allErrors: false,
+    verbose: true,
+    allowUnionTypes: true,
+  } as const;
   // @fastify/ajv-compiler's typings describe the pool function's result as ajv's
   // compile(schema); at runtime it takes fastify's {schema, method, url, httpPart}.
   const body = factory({}, { customOptions: { ...common, coerceTypes: false } }) as unknown as Compile;
@@ -93,13 +105,14 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const version = opts.version ?? flowgateVersion();
   const app = Fastify({
     ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }),
+    ...(opts.https ? { https: { cert: opts.https.cert, key: opts.https.key } } : {}),
     bodyLimit: opts.bodyLimit ?? DEFAULT_BODY_LIMIT,
     // Per-request logs at debug level only (the onResponse hook below).
     logController: new LogController({ disableRequestLogging: true }),
     schemaErrorFormatter: formatSchemaErrors,
     return503OnClosing: true,
   }) as unknown as FastifyInstance;
-  builtWith.set(app, { tokenDigest: token === undefined ? undefined : tokenDigest(token) });
+  builtWith.set(app, { tokenDigest: token === undefined ? undefined : tokenDigest(token), tls: !!opts.https });
 
   app.setValidatorCompiler(validatorCompiler());
   installErrorHandlers(app);
@@ -118,7 +131,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         title: 'flowgate',
         version,
         description:
-          'flowgate agent API: interfaces, flow queries, status. Errors are `{error, message}`. ' +
+          'flowgate agent API: rules, interfaces, flow queries, status. Errors are `{error, message}`. ' +
           'With a token configured, every route except GET /api/v1/health needs `Authorization: Bearer <token>`.',
       },
       components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
@@ -150,6 +163,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       statusRoutes(api, ctx);
       interfaceRoutes(api, ctx);
       queryRoutes(api, ctx);
+      ruleRoutes(api, ctx);
       openapiRoutes(api);
     },
     { prefix: API_PREFIX },
@@ -186,7 +200,8 @@ export function isLoopbackHost(host: string): boolean {
  * Listen on `listen` (host:port). Without a token (the one buildApi() was
  * given) it refuses any address but loopback. `token`, when given, must be
  * the one buildApi() was built with. Resolves to the bound address
- * (http://host:port, the real port when `listen` asked for port 0).
+ * (http://host:port, or https:// when built with `https`; the real port
+ * when `listen` asked for port 0).
  */
 export async function listenApi(app: FastifyInstance, listen: string, token?: string): Promise<string> {
   const built = builtWith.get(app);
@@ -202,10 +217,11 @@ export async function listenApi(app: FastifyInstance, listen: string, token?: st
     );
   }
   await app.listen({ host: host === '' ? '::' : host, port });
+  const scheme = built.tls ? 'https' : 'http';
   const addr = app.server.address();
   if (addr && typeof addr === 'object') {
     const h = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    return `http://${h}:${addr.port}`;
+    return `${scheme}://${h}:${addr.port}`;
   }
-  return `http://${listen}`;
+  return `${scheme}://${listen}`;
 }

@@ -4,6 +4,7 @@
  *   flowgate sql "<SELECT…>" [--format table|json|csv]
  *   flowgate top [--window 60s] [--interval 2s] [--limit 20] [--iface eth0] [--once]
  *   flowgate status [--format table|json]
+ *   flowgate rules list|add|delete|import … (rules.ts)
  * Clients take --api http://host:port (default http://127.0.0.1:7650) and the
  * token from FLOWGATE_API_TOKEN.
  *
@@ -15,6 +16,7 @@ import { Command, CommanderError } from 'commander';
 import { FlagError } from '../agent/flags.js';
 import { flowgateVersion } from '../api/version.js';
 import { CliError } from './client.js';
+import { registerRules } from './rules.js';
 import { registerRun } from './run.js';
 import { registerSql } from './sql.js';
 import { registerStatus } from './status.js';
@@ -36,6 +38,7 @@ export function buildProgram(): Command {
   registerSql(program);
   registerTop(program);
   registerStatus(program);
+  registerRules(program);
   return program;
 }
 

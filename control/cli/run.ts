@@ -2,6 +2,7 @@
  * `flowgate run`: parse the flags (each bad value is one line naming the
  * flag), start the agent and its API, and stop cleanly on SIGTERM/SIGINT.
  */
+import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -50,6 +51,8 @@ interface RunOptions {
   spoolMax: number;
   host: string;
   unpin: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 /** Token from --api-token-file, else FLOWGATE_API_TOKEN; a file that cannot be read names the flag. */
@@ -66,6 +69,43 @@ function readToken(file: string | undefined): string | undefined {
     return token;
   }
   return process.env.FLOWGATE_API_TOKEN?.trim() || undefined;
+}
+
+function readFlagFile(flag: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new FlagError(flag, `cannot be read: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * --tls-cert and --tls-key: both or neither, readable, PEM, and a pair. Checked
+ * here so a mistake is one line naming the flag, not a TLS error from deep
+ * inside the server after the interfaces were attached.
+ */
+export function readTls(certFile?: string, keyFile?: string): { cert: Buffer; key: Buffer } | undefined {
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (keyFile === undefined) throw new FlagError('--tls-key', 'is needed with --tls-cert');
+  if (certFile === undefined) throw new FlagError('--tls-cert', 'is needed with --tls-key');
+  const cert = readFlagFile('--tls-cert', certFile);
+  const key = readFlagFile('--tls-key', keyFile);
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(cert);
+  } catch (err) {
+    throw new FlagError('--tls-cert', `${certFile} is not a PEM certificate: ${(err as Error).message}`);
+  }
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (err) {
+    throw new FlagError('--tls-key', `${keyFile} is not a PEM private key: ${(err as Error).message}`);
+  }
+  if (!x509.checkPrivateKey(privateKey)) {
+    throw new FlagError('--tls-key', `${keyFile} is not the key of the certificate in ${certFile}`);
+  }
+  return { cert, key };
 }
 
 function listenText(l: ListenAddress): string {
@@ -97,6 +137,8 @@ export function registerRun(program: Command): void {
       parseListen('--listen', DEFAULTS.listen),
     )
     .option('--api-token-file <file>', 'file holding the API bearer token (or env FLOWGATE_API_TOKEN)')
+    .option('--tls-cert <file>', 'serve the API over HTTPS with this PEM certificate (chain); needs --tls-key')
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert')
     .option(
       '--max-flows <n>',
       'entries per flow map (two maps: one written, one drained)',
@@ -120,6 +162,7 @@ export function registerRun(program: Command): void {
     .option('--host <name>', 'host name stored with every flow', defaultHost())
     .option('--unpin', 'detach and remove the pins on exit (enforcement stops)', false)
     .action(async (opts: RunOptions) => {
+      const tls = readTls(opts.tlsCert, opts.tlsKey);
       const token = readToken(opts.apiTokenFile);
       if (!token && !isLoopbackHost(opts.listen.host)) {
         throw new FlagError(
@@ -152,7 +195,13 @@ export function registerRun(program: Command): void {
       const agent = await Agent.start(config, { log, metrics });
       let app: Awaited<ReturnType<typeof buildApi>> | undefined;
       try {
-        app = await buildApi({ agent, metrics, token, logger: log.child({ part: 'api' }) });
+        app = await buildApi({
+          agent,
+          metrics,
+          token,
+          logger: log.child({ part: 'api' }),
+          ...(tls ? { https: tls } : {}),
+        });
         const url = await listenApi(app, listenText(opts.listen), token);
         log.info({ url }, 'API listening');
       } catch (err) {

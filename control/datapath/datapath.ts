@@ -6,10 +6,13 @@
  *    slot, waits a grace period (no program run can still hold the old slot)
  *    and batch-reads the old map, which nothing writes any more: no
  *    increment is lost between the read and the delete.
- *  - rules: programs read rule tables of slot rule_gen & 1. loadRules()
- *    writes the idle slot in full, bumps rule_gen (one atomic store, so the
- *    switch is atomic for every packet) and waits a grace period before the
- *    old slot may be reused.
+ *  - rules: programs read rule tables of slot rule_gen & 1. A change is
+ *    written to the idle slot, then one store of rule_gen switches every
+ *    packet to it at once. After a grace period the same change is written
+ *    to the previous slot, so both slots hold the same tables again: that
+ *    is what lets applyDelta() write only what changed instead of a whole
+ *    slot. loadRules() writes whole tables; applyDelta() only the entries a
+ *    rule change touched (control/rules/lpm-index.ts computes them).
  */
 import { randomInt } from 'node:crypto';
 import {
@@ -24,8 +27,12 @@ import {
   type XdpMode,
 } from '../../native/index.js';
 import type { RuleTables } from '../rules/compile.js';
+import type { EncodedLpmDelta } from '../rules/lpm-index.js';
 import { SerialQueue } from '../util/serial.js';
 import {
+  LPM_KEY,
+  LPM_VERDICT,
+  RULE_STATS,
   SLOT_STATS,
   configOffset,
   decodeConfig,
@@ -66,13 +73,62 @@ export interface Drain {
   evicted: number;
 }
 
+/** A change to the rule set, relative to the tables both rule slots hold. */
+export interface RuleTablesDelta {
+  src?: EncodedLpmDelta;
+  dst?: EncodedLpmDelta;
+  /** The whole new multi-field table when it changed: at most 4096 rules, so it is rewritten in full. */
+  complex?: RuleTables['complex'];
+}
+
+/** A rule switch done: the kernel enforces generation `gen` from the moment this is returned. */
+export interface RuleSwitch {
+  gen: number;
+  /**
+   * Resolves when the previous slot holds the same tables again (after a
+   * grace period). Rule changes queue behind it anyway; awaiting it is only
+   * for whoever reads both slots. Rejects when that write failed: the next
+   * delta then needs a full load.
+   */
+  settled: Promise<void>;
+}
+
+/** Writes one rule slot: the same writer runs on the idle slot, then on the previous one. */
+type SlotWriter = (slot: number) => Promise<void>;
+
 const FLOW_MAPS = ['flows_a', 'flows_b'] as const;
 const SRC_LPM = ['src_lpm_0', 'src_lpm_1'] as const;
 const DST_LPM = ['dst_lpm_0', 'dst_lpm_1'] as const;
 const COMPLEX = ['complex_0', 'complex_1'] as const;
+/** Up to this many LPM upserts are written synchronously (see applyDelta). */
+const SYNC_UPSERTS = 16;
+
+function checkCapacity(cfg: DatapathConfig, src: number, dst: number): void {
+  for (const [name, count] of [
+    ['src', src],
+    ['dst', dst],
+  ] as const) {
+    if (count > cfg.maxPrefixes) {
+      throw new RangeError(`${count} ${name} prefixes exceed the table capacity of ${cfg.maxPrefixes}`);
+    }
+  }
+}
 
 export class Datapath {
   private readonly serial = new SerialQueue();
+  /**
+   * Rule switches queue on their own: flow slots and rule slots are
+   * independent, and a rule change must not wait behind the drain of a
+   * million flows.
+   */
+  private readonly ruleSerial = new SerialQueue();
+  /**
+   * Both rule slots hold the same tables, so a delta written to the idle one
+   * gives the same rule set as the active one plus the delta. False until
+   * the first full load (an adopted slot pair may differ: a previous agent
+   * can have died between the two writes) and after any failed write.
+   */
+  private slotsInSync = false;
 
   private constructor(readonly native: NativeDatapath) {}
 
@@ -212,37 +268,141 @@ export class Datapath {
   }
 
   /**
-   * Replace the whole rule set atomically: write the idle slot, then one
-   * store of rule_gen switches every CPU to it. Returns the new generation.
+   * Replace the whole rule set atomically: write the idle slot in full, then
+   * one store of rule_gen switches every CPU to it. Resolves with the new
+   * generation at the switch; the previous slot is rewritten after the grace
+   * period, before any later rule change starts.
    */
-  loadRules(tables: RuleTables): Promise<number> {
-    return this.serial.run(async () => {
-      const cfg = this.config();
-      const capacity = cfg.maxPrefixes;
-      for (const [name, t] of [
-        ['src', tables.src],
-        ['dst', tables.dst],
-      ] as const) {
-        if (t.count > capacity) {
-          throw new RangeError(`${t.count} ${name} prefixes exceed the table capacity of ${capacity}`);
-        }
-      }
-      const gen = cfg.ruleGen + 1;
-      const slot = gen & 1;
-      await Promise.all([this.native.clear(SRC_LPM[slot]!), this.native.clear(DST_LPM[slot]!)]);
-      if (tables.src.count) await this.native.updateBatch(SRC_LPM[slot]!, tables.src.keys, tables.src.values);
-      if (tables.dst.count) await this.native.updateBatch(DST_LPM[slot]!, tables.dst.keys, tables.dst.values);
-      if (tables.complex.count) {
-        await this.native.updateBatch(COMPLEX[slot]!, tables.complex.keys, tables.complex.values);
-      }
-      this.native.writeConfigU32(configOffset('src_prefixes', slot), tables.src.count);
-      this.native.writeConfigU32(configOffset('dst_prefixes', slot), tables.dst.count);
-      this.native.writeConfigU32(configOffset('complex_count', slot), tables.complex.count);
-      // The switch: programs pick the slot from rule_gen, and cached flow verdicts of older generations expire.
-      this.native.writeConfigU32(configOffset('rule_gen'), gen >>> 0);
-      this.native.synchronize();
-      return gen;
+  async loadRules(tables: RuleTables): Promise<number> {
+    const { gen } = await this.switchRules((cfg) => {
+      checkCapacity(cfg, tables.src.count, tables.dst.count);
+      return (slot) => this.writeTables(slot, tables);
     });
+    return gen;
+  }
+
+  /**
+   * Apply a change to the loaded rule set with the atomicity of loadRules:
+   * programs see the old or the new rule set, never a mix. Only the changed
+   * entries are written: deletes, upserts, and the complex table if given.
+   * Resolves at the switch (the kernel enforces the change); `settled`
+   * follows once the previous slot has caught up.
+   *
+   * The delta must be relative to the rule set last loaded or applied here.
+   * When the slots are not known to match (nothing loaded in full since this
+   * handle was opened, or a write failed), `full` is loaded instead; without
+   * it the call rejects. A caller whose change is rejected must revert its
+   * own tables or load them in full: the kernel did not switch.
+   */
+  applyDelta(delta: RuleTablesDelta, full?: () => RuleTables): Promise<RuleSwitch> {
+    return this.switchRules((cfg) => {
+      if (!this.slotsInSync) {
+        if (!full) {
+          throw new Error(
+            'rule slots are not known to hold the same tables (no full load since the datapath was opened, or a failed write): load the whole rule set with loadRules',
+          );
+        }
+        const tables = full();
+        checkCapacity(cfg, tables.src.count, tables.dst.count);
+        return (slot) => this.writeTables(slot, tables);
+      }
+      checkCapacity(cfg, delta.src?.count ?? 0, delta.dst?.count ?? 0);
+      const active = cfg.ruleGen & 1;
+      const counts = {
+        src: delta.src?.count ?? cfg.srcPrefixes[active]!,
+        dst: delta.dst?.count ?? cfg.dstPrefixes[active]!,
+        complex: delta.complex?.count ?? cfg.complexCount[active]!,
+      };
+      return async (slot) => {
+        for (const [maps, d] of [
+          [SRC_LPM, delta.src],
+          [DST_LPM, delta.dst],
+        ] as const) {
+          if (!d) continue;
+          // Deletes first: the trie never holds more than the new count.
+          if (d.deleteKeys.length) await this.native.deleteBatch(maps[slot]!, d.deleteKeys);
+          const upserts = d.upsertKeys.length / LPM_KEY.size;
+          if (upserts > SYNC_UPSERTS) await this.native.updateBatch(maps[slot]!, d.upsertKeys, d.upsertValues);
+          else {
+            // A few entries: a syscall each on this thread beats two thread-pool hops (what a single POST adds).
+            for (let i = 0; i < upserts; i++) {
+              this.native.update(
+                maps[slot]!,
+                d.upsertKeys.subarray(i * LPM_KEY.size, (i + 1) * LPM_KEY.size),
+                d.upsertValues.subarray(i * LPM_VERDICT.size, (i + 1) * LPM_VERDICT.size),
+              );
+            }
+          }
+        }
+        const complex = delta.complex;
+        if (complex?.count) await this.native.updateBatch(COMPLEX[slot]!, complex.keys, complex.values);
+        this.writeRuleCounts(slot, counts);
+      };
+    });
+  }
+
+  /** True when both rule slots are known to hold the same tables (applyDelta needs no full load). */
+  get ruleSlotsInSync(): boolean {
+    return this.slotsInSync;
+  }
+
+  /** Resolves once every queued job is done, the catch-up of the last rule switch included. */
+  rulesSettled(): Promise<void> {
+    return this.ruleSerial.run(async () => undefined);
+  }
+
+  /**
+   * One rule switch, as one serial job: `prepare` checks what it can and
+   * returns the writer; the writer fills the idle slot; a store of rule_gen
+   * switches to it and the caller is answered. Then, still in the same job
+   * so no other rule change can come in between, the grace period and the
+   * same writer on the previous slot make both slots identical again.
+   */
+  private switchRules(prepare: (cfg: DatapathConfig) => SlotWriter): Promise<RuleSwitch> {
+    return new Promise<RuleSwitch>((answer, refuse) => {
+      const settled = this.ruleSerial.run(async () => {
+        let old: number;
+        let write: SlotWriter;
+        try {
+          const cfg = this.config();
+          write = prepare(cfg);
+          old = cfg.ruleGen & 1;
+          const gen = (cfg.ruleGen + 1) >>> 0;
+          this.slotsInSync = false;
+          await write(old ^ 1);
+          // The switch: programs pick the slot from rule_gen, and cached flow verdicts of older generations expire.
+          this.native.writeConfigU32(configOffset('rule_gen'), gen);
+          answer({ gen, settled });
+        } catch (err) {
+          refuse(err);
+          throw err;
+        }
+        // Let the caller's continuation (say, an HTTP reply) run before the grace period blocks this thread.
+        await new Promise((resolve) => setImmediate(resolve));
+        this.native.synchronize();
+        await write(old);
+        this.slotsInSync = true;
+      });
+      // Nobody has to await settled: a failure is recorded in slotsInSync, not thrown at the process.
+      settled.catch(() => undefined);
+    });
+  }
+
+  /** A whole rule set into one slot. */
+  private async writeTables(slot: number, tables: RuleTables): Promise<void> {
+    await Promise.all([this.native.clear(SRC_LPM[slot]!), this.native.clear(DST_LPM[slot]!)]);
+    if (tables.src.count) await this.native.updateBatch(SRC_LPM[slot]!, tables.src.keys, tables.src.values);
+    if (tables.dst.count) await this.native.updateBatch(DST_LPM[slot]!, tables.dst.keys, tables.dst.values);
+    if (tables.complex.count) {
+      await this.native.updateBatch(COMPLEX[slot]!, tables.complex.keys, tables.complex.values);
+    }
+    this.writeRuleCounts(slot, { src: tables.src.count, dst: tables.dst.count, complex: tables.complex.count });
+  }
+
+  private writeRuleCounts(slot: number, counts: { src: number; dst: number; complex: number }): void {
+    this.native.writeConfigU32(configOffset('src_prefixes', slot), counts.src);
+    this.native.writeConfigU32(configOffset('dst_prefixes', slot), counts.dst);
+    this.native.writeConfigU32(configOffset('complex_count', slot), counts.complex);
   }
 
   /** Traffic a rule matched since its counters were last reset. */
@@ -251,9 +411,16 @@ export class Datapath {
     return v ? decodeRuleStats(v) : { packets: 0, bytes: 0 };
   }
 
-  /** Zero a rule id's counters (when the id is given to a new rule). */
-  resetRuleStats(ruleId: number): void {
-    this.native.update('rule_stats', u32Key(ruleId), Buffer.alloc(16));
+  /** Zero rule ids' counters (when the ids are given to new rules): one syscall for one id, one batch for many. */
+  async resetRuleStats(ruleIds: readonly number[]): Promise<void> {
+    if (ruleIds.length === 1) {
+      this.native.update('rule_stats', u32Key(ruleIds[0]!), Buffer.alloc(RULE_STATS.size));
+      return;
+    }
+    if (ruleIds.length === 0) return;
+    const keys = Buffer.allocUnsafe(4 * ruleIds.length);
+    ruleIds.forEach((id, i) => keys.writeUInt32LE(id >>> 0, 4 * i));
+    await this.native.updateBatch('rule_stats', keys, Buffer.alloc(RULE_STATS.size * ruleIds.length));
   }
 
   async ifaceStats(): Promise<IfaceStats[]> {

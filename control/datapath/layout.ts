@@ -420,6 +420,13 @@ export interface PrefixBytes {
   family: FamilyNumber;
   addr: Buffer;
   len: number;
+  /** IPv4 only, when at hand: the address as a number (reading it saves creating `addr`). */
+  readonly v4?: number;
+}
+
+/** An IPv4 prefix's address as a number. */
+export function ipv4Value(p: PrefixBytes): number {
+  return p.v4 ?? p.addr.readUInt32BE(0);
 }
 
 export interface LpmEntry {
@@ -439,7 +446,8 @@ export function encodeLpmEntries(entries: readonly LpmEntry[]): { keys: Buffer; 
     const addrBytes = e.prefix.family === Family.ipv4 ? 4 : 16;
     keys.writeUInt32LE(8 + e.prefix.len, k + off(LPM_KEY, 'prefixlen'));
     keys[k + dataAt] = e.prefix.family;
-    e.prefix.addr.copy(keys, k + dataAt + 1, 0, addrBytes);
+    if (addrBytes === 4) keys.writeUInt32BE(ipv4Value(e.prefix), k + dataAt + 1);
+    else e.prefix.addr.copy(keys, k + dataAt + 1, 0, addrBytes);
     const v = i * LPM_VERDICT.size;
     values.writeUInt32LE(e.ruleId, v + off(LPM_VERDICT, 'rule_id'));
     values.writeUInt32LE(e.priority, v + off(LPM_VERDICT, 'priority'));

@@ -13,6 +13,7 @@ import {
   MAX_COMPLEX_RULES,
   encodeComplexRules,
   encodeLpmEntries,
+  ipv4Value,
   type ActionName,
   type ComplexRule,
   type LpmEntry,
@@ -46,7 +47,8 @@ export function compareRank(a: Ranked, b: Ranked): number {
   return a.ruleId - b.ruleId;
 }
 
-function isPlain(rule: Rule): 'src' | 'dst' | undefined {
+/** The LPM table a rule goes to, or undefined for the multi-field table. */
+export function isPlain(rule: Rule): 'src' | 'dst' | undefined {
   const extra = rule.protocol !== undefined || rule.srcPorts || rule.dstPorts || rule.iface !== undefined;
   if (extra) return undefined;
   if (rule.src && !rule.dst) return 'src';
@@ -56,7 +58,7 @@ function isPlain(rule: Rule): 'src' | 'dst' | undefined {
 
 /** A prefix as one comparable number (IPv4) or bigint (IPv6) of address bits then length. */
 function prefixOrderKey(p: PrefixBytes): number | bigint {
-  if (p.family === Family.ipv4) return p.addr.readUInt32BE(0) * 64 + p.len;
+  if (p.family === Family.ipv4) return ipv4Value(p) * 64 + p.len;
   return (p.addr.readBigUInt64BE(0) << 72n) | (p.addr.readBigUInt64BE(8) << 8n) | BigInt(p.len);
 }
 
@@ -64,7 +66,7 @@ function contains(outer: PrefixBytes, inner: PrefixBytes): boolean {
   if (outer.family !== inner.family || outer.len > inner.len) return false;
   if (outer.family === Family.ipv4) {
     const scale = 2 ** (32 - outer.len);
-    return Math.floor(outer.addr.readUInt32BE(0) / scale) === Math.floor(inner.addr.readUInt32BE(0) / scale);
+    return Math.floor(ipv4Value(outer) / scale) === Math.floor(ipv4Value(inner) / scale);
   }
   const full = outer.len >> 3;
   if (outer.addr.compare(inner.addr, 0, full, 0, full) !== 0) return false;

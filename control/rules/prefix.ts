@@ -3,7 +3,7 @@
  * result as bytes because that is what the kernel tables take.
  */
 import { IPv4, IPv6, Validator } from 'ip-num';
-import { Family, type PrefixBytes } from '../datapath/layout.js';
+import { Family, ipv4Value, type PrefixBytes } from '../datapath/layout.js';
 
 export interface ParsedPrefix extends PrefixBytes {
   /** Canonical text, host bits cleared ("10.0.0.0/8", "2001:db8::/32"). */
@@ -61,18 +61,45 @@ export function formatAddress(bytes: Buffer): string {
 const PLAIN_IPV4 =
   /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\/(3[0-2]|[12]?\d))?$/;
 
-function ipv4Prefix(value: number, len: number): ParsedPrefix {
+/**
+ * An IPv4 prefix that makes its bytes and its text only when asked: a
+ * million-prefix blocklist spends most of its parse time allocating, and
+ * the kernel tables read the address as a number (PrefixBytes.v4).
+ */
+class Ipv4Prefix implements ParsedPrefix {
+  readonly family = Family.ipv4;
+  private bytes?: Buffer;
+  private text?: string;
+
+  constructor(
+    readonly v4: number,
+    readonly len: number,
+    readonly normalised: boolean,
+    /** The input, when it is already the canonical text. */
+    canonical?: string,
+  ) {
+    this.text = canonical;
+  }
+
+  get addr(): Buffer {
+    if (!this.bytes) {
+      this.bytes = Buffer.alloc(16);
+      this.bytes.writeUInt32BE(this.v4, 0);
+    }
+    return this.bytes;
+  }
+
+  get cidr(): string {
+    const v = this.v4;
+    this.text ??= `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}/${this.len}`;
+    return this.text;
+  }
+}
+
+function ipv4Prefix(value: number, len: number, input?: string): ParsedPrefix {
   const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
   const net = (value & mask) >>> 0;
-  const bytes = Buffer.allocUnsafe(16).fill(0);
-  bytes.writeUInt32BE(net, 0);
-  return {
-    family: Family.ipv4,
-    addr: bytes,
-    len,
-    cidr: `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}/${len}`,
-    normalised: net !== value,
-  };
+  return new Ipv4Prefix(net, len, net !== value, net === value ? input : undefined);
 }
 
 /** Parse "a.b.c.d[/n]" or "x::y[/n]"; a bare address is a host prefix. */
@@ -84,7 +111,8 @@ export function parsePrefix(text: string): ParsedPrefix {
   const m = PLAIN_IPV4.exec(input);
   if (m) {
     const value = ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
-    return ipv4Prefix(value, m[5] === undefined ? 32 : Number(m[5]));
+    // The pattern admits no leading zeros: with an explicit length the input is canonical text.
+    return ipv4Prefix(value, m[5] === undefined ? 32 : Number(m[5]), m[5] === undefined ? undefined : input);
   }
   const slash = input.indexOf('/');
   const addr = slash < 0 ? input : input.slice(0, slash);
@@ -108,4 +136,20 @@ export function parsePrefix(text: string): ParsedPrefix {
   const [ok, errors] = Validator.isValidIPv4CidrNotation(cidr);
   if (!ok) throw new PrefixError(`"${text}" is not a valid IPv4 prefix: ${errors.join('; ')}`);
   return ipv4Prefix(Number(IPv4.fromDecimalDottedString(addr).getValue()), len);
+}
+
+/** Do two prefixes share an address (one contains the other)? Different families never do. */
+export function prefixesOverlap(a: PrefixBytes, b: PrefixBytes): boolean {
+  if (a.family !== b.family) return false;
+  const len = Math.min(a.len, b.len);
+  const full = len >> 3;
+  if (a.family === Family.ipv4) {
+    const scale = 2 ** (32 - len);
+    return Math.floor(ipv4Value(a) / scale) === Math.floor(ipv4Value(b) / scale);
+  }
+  if (a.addr.compare(b.addr, 0, full, 0, full) !== 0) return false;
+  const rest = len & 7;
+  if (rest === 0) return true;
+  const mask = (0xff << (8 - rest)) & 0xff;
+  return (a.addr[full]! & mask) === (b.addr[full]! & mask);
 }

@@ -24,6 +24,7 @@ import {
   type QueryLimits,
   type QueryResult,
   type RuleCounterRow,
+  type RuleHistoryStoreRow,
   type StoreOptions,
 } from './types.js';
 
@@ -173,6 +174,19 @@ export class ClickHouseFlowStore implements FlowStore {
       bytes: r.bytes,
     }));
     await this.insertSmall('flowgate.rule_counters', values, token);
+  }
+
+  async insertRuleHistory(rows: readonly RuleHistoryStoreRow[], token?: string): Promise<void> {
+    if (rows.length === 0) return;
+    const values = rows.map((r) => ({
+      ts: msText(r.ts),
+      host: r.host,
+      op: r.op,
+      rule_id: r.ruleId,
+      before: r.before,
+      after: r.after,
+    }));
+    await this.insertSmall('flowgate.rule_history', values, token);
   }
 
   async query(sql: string, limits: QueryLimits): Promise<QueryResult> {

@@ -41,6 +41,7 @@ export function retentionPlan(retentionDays: number): Record<string, number> {
     rollup_days: Math.max(retentionDays, 90),
     talkers_days: Math.max(retentionDays, 400),
     counters_days: Math.max(retentionDays, 90),
+    history_days: Math.max(retentionDays, 730),
   };
 }
 
@@ -51,6 +52,7 @@ const TTL_KEYS: Record<string, string> = {
   talkers_1h: 'talkers_days',
   iface_counters: 'counters_days',
   rule_counters: 'counters_days',
+  rule_history: 'history_days',
 };
 
 const VERSION_FILE = /^(\d+)_[A-Za-z0-9_-]+\.sql$/;

@@ -83,6 +83,16 @@ export interface RuleCounterRow {
   bytes: number;
 }
 
+/** One change to the rule set (control/rules/service.ts RuleHistoryRow, plus the host). */
+export interface RuleHistoryStoreRow {
+  ts: Date | number;
+  host: string;
+  op: 'add' | 'delete' | 'expire' | 'replace';
+  ruleId: number;
+  before: string;
+  after: string;
+}
+
 export interface FlowStore {
   /** Apply schema/ migrations not yet recorded; safe to run twice. Returns the versions applied now. */
   migrate(): Promise<string[]>;
@@ -101,6 +111,7 @@ export interface FlowStore {
    */
   insertIfaceCounters(rows: readonly IfaceCounterRow[], token?: string): Promise<void>;
   insertRuleCounters(rows: readonly RuleCounterRow[], token?: string): Promise<void>;
+  insertRuleHistory(rows: readonly RuleHistoryStoreRow[], token?: string): Promise<void>;
   /** True when the store answers. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

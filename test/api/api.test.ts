@@ -12,6 +12,7 @@ import { buildApi, isLoopbackHost, listenApi, parseListen, type ApiOptions } fro
 import { flowgateVersion } from '../../control/api/version.js';
 import { Metrics } from '../../control/metrics.js';
 import { StoreError, type QueryResult } from '../../control/store/types.js';
+import { FakeRules } from '../lib/fake-rules.js';
 
 const TOKEN = 'test-token-0123456789';
 const AUTH = { authorization: `Bearer ${TOKEN}` };
@@ -41,6 +42,7 @@ function errno(message: string, code: string): Error {
 /** A scriptable AgentApi: `attachImpl` / `detachImpl` / `queryImpl` decide the outcome; calls are recorded. */
 class FakeAgent implements AgentApi {
   calls: string[] = [];
+  readonly rules = new FakeRules();
   attached = new Map<string, InterfaceStatus>([['eth0', iface('eth0')]]);
   attachImpl?: (name: string, mode?: XdpModeOption) => Promise<InterfaceStatus>;
   detachImpl?: (name: string) => Promise<boolean>;
@@ -343,12 +345,17 @@ test('the OpenAPI document lists every route, with bearer auth and body schemas'
       .sort();
     assert.deepEqual(routes, [
       'DELETE /api/v1/interfaces/{name}',
+      'DELETE /api/v1/rules/{id}',
       'GET /api/v1/health',
       'GET /api/v1/interfaces',
+      'GET /api/v1/rules',
+      'GET /api/v1/rules/{id}',
       'GET /api/v1/status',
       'GET /metrics',
       'POST /api/v1/interfaces',
       'POST /api/v1/query',
+      'POST /api/v1/rules',
+      'PUT /api/v1/rules',
     ]);
     assert.deepEqual(doc.components.securitySchemes.bearerAuth, { type: 'http', scheme: 'bearer' });
     assert.deepEqual(doc.paths['/api/v1/health']?.get?.security, []);

@@ -64,6 +64,7 @@ describe('migrations', () => {
       ['001_flows', 1, 64],
       ['002_rollups', 1, 64],
       ['003_counters', 1, 64],
+      ['004_rule_history', 1, 64],
     ]);
     const tables = await store.query(
       "SELECT name FROM system.tables WHERE database = 'flowgate' ORDER BY name",
@@ -77,6 +78,7 @@ describe('migrations', () => {
         'flows_1m_mv',
         'iface_counters',
         'rule_counters',
+        'rule_history',
         'schema_migrations',
         'talkers_1h',
         'talkers_1h_mv',
@@ -90,7 +92,7 @@ describe('migrations', () => {
     try {
       await a.command({ query: 'DROP TABLE flowgate.schema_migrations' });
       const [ra, rb] = await Promise.all([migrate(a, defaultSchemaDir(), 30), migrate(b, defaultSchemaDir(), 30)]);
-      assert.ok(ra.length + rb.length >= 3, `applied ${ra} and ${rb}`);
+      assert.ok(ra.length + rb.length >= 4, `applied ${ra} and ${rb}`);
       const r = await rows<{ version: string; n: string }>(
         a,
         'SELECT version, count() AS n FROM flowgate.schema_migrations FINAL GROUP BY version ORDER BY version',
@@ -101,6 +103,7 @@ describe('migrations', () => {
           ['001_flows', 1],
           ['002_rollups', 1],
           ['003_counters', 1],
+          ['004_rule_history', 1],
         ],
       );
       assert.deepEqual(await store.migrate(), []);
@@ -172,6 +175,7 @@ describe('migrations', () => {
       talkers_1h: 'hour + toIntervalDay(400)',
       iface_counters: 'toDateTime(ts) + toIntervalDay(90)',
       rule_counters: 'toDateTime(ts) + toIntervalDay(90)',
+      rule_history: 'toDateTime(ts) + toIntervalDay(730)',
     });
     await store.close();
     store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 120 });
@@ -181,6 +185,7 @@ describe('migrations', () => {
       talkers_1h: 'hour + toIntervalDay(400)',
       iface_counters: 'toDateTime(ts) + toIntervalDay(120)',
       rule_counters: 'toDateTime(ts) + toIntervalDay(120)',
+      rule_history: 'toDateTime(ts) + toIntervalDay(730)',
     });
     await store.close();
     store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 30 });
@@ -379,6 +384,22 @@ describe('counter history', () => {
       LIMITS,
     );
     assert.deepEqual(rules.rows, [[7, 10, 2]]);
+  });
+
+  it('stores rule history rows, once per token', async () => {
+    const ts = Date.UTC(2026, 0, 2, 3, 4, 5, 678);
+    const after = JSON.stringify({ id: 9, action: 'drop', src: '198.51.100.0/24' });
+    const row = { ts, host: 'h', op: 'add' as const, ruleId: 9, before: '', after };
+    await store.insertRuleHistory([row, { ...row, op: 'expire', before: after, after: '' }], 'hist:1');
+    await store.insertRuleHistory([row, { ...row, op: 'expire', before: after, after: '' }], 'hist:1');
+    const r = await store.query(
+      "SELECT toUnixTimestamp64Milli(ts), op, rule_id, before, after FROM rule_history WHERE host = 'h' ORDER BY op",
+      LIMITS,
+    );
+    assert.deepEqual(r.rows, [
+      [ts, 'add', 9, '', after],
+      [ts, 'expire', 9, after, ''],
+    ]);
   });
 });
 

@@ -1,0 +1,587 @@
+/**
+ * The agent's rule set (RuleApi): validation, ids, the kernel tables, the
+ * file on disk, expiry and history, kept in step.
+ *
+ * Every mutation runs alone (a serial queue) and in this order:
+ *   validate → kernel (atomic switch) → file (fdatasync) → answer
+ * If the kernel refuses, nothing changed. If the file write fails after the
+ * kernel switched, the kernel is switched back before the error is
+ * returned. So a change is in both or in neither, and a response is only
+ * sent once the kernel enforces it.
+ *
+ * Expiry: one timer for the earliest expiresAt; when it fires, every rule
+ * due by then is removed like a DELETE (history op "expire"). Rules that
+ * expired while the agent was down are removed when it starts.
+ */
+import type { Logger } from 'pino';
+import { SerialQueue } from '../util/serial.js';
+import { parsePrefix, PrefixError, prefixesOverlap, type ParsedPrefix } from './prefix.js';
+import { PROTOCOLS, RuleError, parseRule, type Rule, type RuleSpec } from './rule.js';
+import { COMPACT_AFTER, RuleFile, type PreparedSnapshot } from './rule-file.js';
+import {
+  RuleRequestError,
+  type RuleApi,
+  type RuleChange,
+  type RuleListQuery,
+  type RulePage,
+  type RuleReplace,
+  type RuleWithStats,
+  type StoredRule,
+} from './types.js';
+
+/** What the service needs of the kernel side (kernel-rules.ts implements it over the Datapath). */
+export interface KernelRules {
+  /** Make the kernel enforce exactly `rules` (atomically). */
+  load(rules: readonly Rule[]): Promise<void>;
+  /** A small change to the set loaded before (atomically); `all` is the set after it. */
+  change(added: readonly Rule[], removed: readonly Rule[], all: () => Rule[]): Promise<void>;
+  /** Packets and bytes a rule matched. */
+  stats(id: number): { packets: number; bytes: number };
+  /** Zero rules' counters (ids given to new rules). */
+  resetStats(ids: readonly number[]): Promise<void>;
+}
+
+export type RuleHistoryOp = 'add' | 'delete' | 'expire' | 'replace';
+
+export interface RuleHistoryRow {
+  ts: Date;
+  op: RuleHistoryOp;
+  ruleId: number;
+  /** The rule before and after as JSON; '' when there was none. */
+  before: string;
+  after: string;
+}
+
+export interface RuleServiceDeps {
+  kernel: KernelRules;
+  /** Directory of rules.json and rules.journal. */
+  dir: string;
+  /** Does an interface of that name exist (a rule scoped to a missing NIC is refused)? */
+  ifaceExists(name: string): boolean;
+  log: Logger;
+  /** Rows for the rule history table (best effort: the file is the rule set's durable record). */
+  history?(rows: RuleHistoryRow[]): void;
+  /** Defaults to the wall clock (tests move it). */
+  now?: () => Date;
+  /** Largest rule id: the kernel counts rule traffic in an array indexed by id (--max-rules). */
+  maxId?: number;
+}
+
+/** Replace lists this many warnings (the count covers all). */
+const MAX_WARNINGS = 100;
+/** Detailed history rows for a replace; beyond this one summary row says how many more changed. */
+const MAX_REPLACE_HISTORY = 10_000;
+/** setTimeout's longest delay; a later expiry is re-armed when this one fires. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A rule and its times. The stored (API) form is made when first asked for:
+ * a million-rule replace would otherwise keep a second object per rule.
+ */
+interface Entry {
+  rule: Rule;
+  createdAt: string;
+  updatedAt: string;
+  stored?: StoredRule;
+}
+
+function storedOf(e: Entry): StoredRule {
+  e.stored ??= storedRule(e.rule, e.createdAt, e.updatedAt);
+  return e.stored;
+}
+
+/** The stored form without keeping it (snapshots of a million rules). */
+function storedCopy(e: Entry): StoredRule {
+  return e.stored ?? storedRule(e.rule, e.createdAt, e.updatedAt);
+}
+
+function samePrefix(a: ParsedPrefix | undefined, b: ParsedPrefix | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.cidr === b.cidr);
+}
+
+function samePorts(a: [number, number] | undefined, b: [number, number] | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && a[0] === b[0] && a[1] === b[1]);
+}
+
+/** Same rule, whatever its id and times. */
+function sameRule(a: Rule, b: Rule): boolean {
+  return (
+    a.action === b.action &&
+    a.priority === b.priority &&
+    samePrefix(a.src, b.src) &&
+    samePrefix(a.dst, b.dst) &&
+    a.protocol === b.protocol &&
+    samePorts(a.srcPorts, b.srcPorts) &&
+    samePorts(a.dstPorts, b.dstPorts) &&
+    a.iface === b.iface &&
+    a.expiresAt?.getTime() === b.expiresAt?.getTime() &&
+    a.comment === b.comment
+  );
+}
+
+const PROTOCOL_NAMES = new Map(Object.entries(PROTOCOLS).map(([name, n]) => [n, name]));
+
+function portText(p: [number, number] | undefined): string | undefined {
+  if (!p) return undefined;
+  return p[0] === p[1] ? String(p[0]) : `${p[0]}-${p[1]}`;
+}
+
+/** The stored (and returned) form of a validated rule. Members in a fixed order, absent ones left out. */
+export function storedRule(rule: Rule, createdAt: string, updatedAt: string): StoredRule {
+  const s: StoredRule = { id: rule.id, action: rule.action, priority: rule.priority, createdAt, updatedAt };
+  if (rule.src) s.src = rule.src.cidr;
+  if (rule.dst) s.dst = rule.dst.cidr;
+  if (rule.protocol !== undefined) s.protocol = PROTOCOL_NAMES.get(rule.protocol) ?? rule.protocol;
+  const sp = portText(rule.srcPorts);
+  const dp = portText(rule.dstPorts);
+  if (sp) s.srcPorts = sp;
+  if (dp) s.dstPorts = dp;
+  if (rule.iface !== undefined) s.iface = rule.iface;
+  if (rule.expiresAt) s.expiresAt = rule.expiresAt.toISOString();
+  if (rule.comment !== undefined) s.comment = rule.comment;
+  return s;
+}
+
+/** Warnings for what was normalised (host bits), naming the field. */
+function normaliseWarnings(spec: RuleSpec, rule: Rule, at: string): string[] {
+  const out: string[] = [];
+  for (const field of ['src', 'dst'] as const) {
+    const p = rule[field];
+    if (p?.normalised) out.push(`${at}${field}: ${String(spec[field])} has host bits set; stored as ${p.cidr}`);
+  }
+  return out;
+}
+
+function bareMessage(err: RuleError): string {
+  const prefix = `${err.field}: `;
+  return err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
+}
+
+export class RuleService implements RuleApi {
+  private readonly entries = new Map<number, Entry>();
+  private sortedIds?: number[];
+  /** Every id below this may be free; ids are given lowest free first, so they stay below --max-rules. */
+  private nextId = 1;
+  private readonly queue = new SerialQueue();
+  private readonly file: RuleFile;
+  private expiryTimer?: NodeJS.Timeout;
+  private closed = false;
+
+  private constructor(private readonly deps: RuleServiceDeps) {
+    this.file = new RuleFile(deps.dir);
+  }
+
+  private now(): Date {
+    return this.deps.now ? this.deps.now() : new Date();
+  }
+
+  /**
+   * Read the persisted set, drop what expired meanwhile, and load the rest
+   * into the kernel (a full, atomic load: after a restart that adopted the
+   * pinned maps, enforcement switches from the old tables to the same rules).
+   */
+  static async open(deps: RuleServiceDeps): Promise<RuleService> {
+    const svc = new RuleService(deps);
+    const state = svc.file.load();
+    svc.nextId = state.nextId;
+    const now = svc.now();
+    const expired: StoredRule[] = [];
+    for (const stored of state.rules.values()) {
+      let rule: Rule;
+      try {
+        rule = parseRule(stored, stored.id, now);
+      } catch (err) {
+        // Only a hand-edited file gets here: keep going without that rule, loudly.
+        deps.log.error({ rule: stored, err: (err as Error).message }, 'persisted rule is invalid: not loaded');
+        continue;
+      }
+      if (rule.expiresAt && rule.expiresAt <= now) expired.push(stored);
+      else svc.entries.set(rule.id, { rule, createdAt: stored.createdAt, updatedAt: stored.updatedAt, stored });
+      svc.nextId = Math.max(svc.nextId, rule.id + 1);
+    }
+    for (const e of svc.entries.values()) {
+      if (e.rule.iface !== undefined && !deps.ifaceExists(e.rule.iface)) {
+        deps.log.warn(
+          { id: e.rule.id, iface: e.rule.iface },
+          'rule names an interface that does not exist: it matches nothing until it does',
+        );
+      }
+    }
+    await deps.kernel.load(svc.all());
+    if (expired.length) {
+      for (const s of expired) svc.file.del(s.id, svc.nextId);
+      svc.recordHistory(
+        expired.map((s) => ({ ts: now, op: 'expire', ruleId: s.id, before: JSON.stringify(s), after: '' })),
+      );
+      deps.log.info({ rules: expired.map((s) => s.id) }, 'rules expired while the agent was down: removed');
+    }
+    if (svc.file.journalEntries >= COMPACT_AFTER) svc.compact();
+    svc.armExpiry();
+    deps.log.info({ rules: svc.entries.size, file: svc.file.snapshotPath }, 'rule set loaded');
+    return svc;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Every rule, for a full kernel load. */
+  all(): Rule[] {
+    return Array.from(this.entries.values(), (e) => e.rule);
+  }
+
+  private ids(): number[] {
+    this.sortedIds ??= [...this.entries.keys()].sort((a, b) => a - b);
+    return this.sortedIds;
+  }
+
+  list(q: RuleListQuery): RulePage {
+    const limit = Math.min(Math.max(q.limit ?? 100, 1), 10_000);
+    const offset = Math.max(q.offset ?? 0, 0);
+    let prefix: ParsedPrefix | undefined;
+    if (q.prefix !== undefined) {
+      try {
+        prefix = parsePrefix(q.prefix);
+      } catch (err) {
+        if (err instanceof PrefixError) throw new RuleRequestError(400, 'prefix', err.message);
+        throw err;
+      }
+    }
+    const comment = q.comment?.toLowerCase();
+    const filtered = q.action !== undefined || prefix !== undefined || comment !== undefined;
+    const rules: StoredRule[] = [];
+    let total = 0;
+    for (const id of this.ids()) {
+      const e = this.entries.get(id)!;
+      if (filtered) {
+        if (q.action !== undefined && e.rule.action !== q.action) continue;
+        if (comment !== undefined && !(e.rule.comment ?? '').toLowerCase().includes(comment)) continue;
+        if (
+          prefix &&
+          !(e.rule.src && prefixesOverlap(e.rule.src, prefix)) &&
+          !(e.rule.dst && prefixesOverlap(e.rule.dst, prefix))
+        ) {
+          continue;
+        }
+      }
+      if (total >= offset && rules.length < limit) rules.push(storedOf(e));
+      total++;
+    }
+    return { rules, total, offset, limit };
+  }
+
+  get(id: number): RuleWithStats | undefined {
+    const e = this.entries.get(id);
+    if (!e) return undefined;
+    const s = this.deps.kernel.stats(id);
+    return { ...storedOf(e), matchedPackets: s.packets, matchedBytes: s.bytes };
+  }
+
+  /** Validate one spec; errors name `${at}${field}`. */
+  private parse(spec: RuleSpec, id: number, now: Date, at = ''): Rule {
+    let rule: Rule;
+    try {
+      rule = parseRule(spec, id, now);
+    } catch (err) {
+      if (err instanceof RuleError) throw new RuleRequestError(400, `${at}${err.field}`, bareMessage(err));
+      throw err;
+    }
+    if (rule.expiresAt && rule.expiresAt <= now) {
+      const field = spec.ttlSeconds !== undefined ? 'ttlSeconds' : 'expiresAt';
+      throw new RuleRequestError(400, `${at}${field}`, `${rule.expiresAt.toISOString()} is not in the future`);
+    }
+    if (rule.iface !== undefined && !this.deps.ifaceExists(rule.iface)) {
+      throw new RuleRequestError(400, `${at}iface`, `no interface named ${rule.iface} on this host`);
+    }
+    return rule;
+  }
+
+  private get maxId(): number {
+    return this.deps.maxId ?? 0xffffffff;
+  }
+
+  private checkId(id: unknown, at: string): number {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 1 || id > this.maxId) {
+      throw new RuleRequestError(400, `${at}id`, `must be a whole number from 1 to ${this.maxId}`);
+    }
+    return id;
+  }
+
+  /**
+   * The lowest id ≥ `from` that `taken` does not hold. Ids are reused after
+   * a delete (the kernel's counters are zeroed when an id is given again;
+   * history rows tell the two rules apart by time).
+   */
+  private freeId(from: number, taken: (id: number) => boolean): number {
+    let id = from;
+    while (taken(id)) id++;
+    if (id > this.maxId) {
+      throw new RuleRequestError(400, 'rules', `no rule id left: at most ${this.maxId} rules (--max-rules)`);
+    }
+    return id;
+  }
+
+  add(spec: RuleSpec): Promise<RuleChange> {
+    return this.mutate(async () => {
+      const now = this.now();
+      const id = spec.id === undefined ? this.freeId(1, (i) => this.entries.has(i)) : this.checkId(spec.id, '');
+      if (this.entries.has(id)) throw new RuleRequestError(409, 'id', `a rule with id ${id} exists already`);
+      const rule = this.parse(spec, id, now);
+      const stamp = now.toISOString();
+      const entry: Entry = { rule, createdAt: stamp, updatedAt: stamp };
+      const stored = storedOf(entry);
+      const nextId = this.nextId;
+      await this.deps.kernel.resetStats([id]);
+      this.setEntry(entry);
+      try {
+        await this.deps.kernel.change([rule], [], () => this.all());
+      } catch (err) {
+        this.deleteEntry(id);
+        throw err;
+      }
+      try {
+        this.file.put(stored, nextId);
+      } catch (err) {
+        this.deleteEntry(id);
+        await this.deps.kernel.change([], [rule], () => this.all());
+        throw err;
+      }
+      this.nextId = nextId;
+      this.recordHistory([{ ts: now, op: 'add', ruleId: id, before: '', after: JSON.stringify(stored) }]);
+      this.armExpiry();
+      return { rule: stored, warnings: normaliseWarnings(spec, rule, '') };
+    });
+  }
+
+  remove(id: number): Promise<StoredRule | undefined> {
+    return this.mutate(() => this.removeNow([id], 'delete').then((gone) => gone[0]));
+  }
+
+  /** Remove rules (those that exist) in one kernel change. */
+  private async removeNow(ids: readonly number[], op: 'delete' | 'expire'): Promise<StoredRule[]> {
+    const gone = ids.map((id) => this.entries.get(id)).filter((e): e is Entry => e !== undefined);
+    if (gone.length === 0) return [];
+    for (const e of gone) this.deleteEntry(e.rule.id);
+    try {
+      await this.deps.kernel.change(
+        [],
+        gone.map((e) => e.rule),
+        () => this.all(),
+      );
+    } catch (err) {
+      for (const e of gone) this.setEntry(e);
+      throw err;
+    }
+    try {
+      this.file.append(gone.map((e) => ({ op: 'del' as const, id: e.rule.id, nextId: this.nextId })));
+    } catch (err) {
+      for (const e of gone) this.setEntry(e);
+      await this.deps.kernel.change(
+        gone.map((e) => e.rule),
+        [],
+        () => this.all(),
+      );
+      throw err;
+    }
+    const ts = this.now();
+    this.recordHistory(
+      gone.map((e) => ({ ts, op, ruleId: e.rule.id, before: JSON.stringify(storedOf(e)), after: '' })),
+    );
+    this.armExpiry();
+    return gone.map(storedOf);
+  }
+
+  replace(specs: readonly RuleSpec[]): Promise<RuleReplace> {
+    return this.mutate(async () => {
+      const now = this.now();
+      const stamp = now.toISOString();
+      // Ids first: named ids are kept, the others get the lowest ids no named rule holds.
+      const named = new Set<number>();
+      const nextId = this.nextId;
+      for (let i = 0; i < specs.length; i++) {
+        const spec = specs[i]!;
+        if (spec.id === undefined) continue;
+        const id = this.checkId(spec.id, `rules/${i}/`);
+        if (named.has(id)) throw new RuleRequestError(400, `rules/${i}/id`, `${id} appears twice in the set`);
+        named.add(id);
+      }
+      let cursor = 1;
+      const next = new Map<number, Entry>();
+      const warnings: string[] = [];
+      let warningCount = 0;
+      for (let i = 0; i < specs.length; i++) {
+        const spec = specs[i]!;
+        let id = spec.id;
+        if (id === undefined) {
+          id = cursor = this.freeId(cursor, (x) => named.has(x));
+          cursor++;
+        }
+        const rule = this.parse(spec, id, now, `rules/${i}/`);
+        const old = this.entries.get(id);
+        // A rule that is the same as before stays as it was (times and counters).
+        if (old && sameRule(old.rule, rule)) next.set(id, old);
+        else next.set(id, { rule, createdAt: old?.createdAt ?? stamp, updatedAt: stamp });
+        if (rule.src?.normalised || rule.dst?.normalised) {
+          const w = normaliseWarnings(spec, rule, `rules/${i}/`);
+          warningCount += w.length;
+          if (warnings.length < MAX_WARNINGS) warnings.push(...w.slice(0, MAX_WARNINGS - warnings.length));
+        }
+      }
+      const before = new Map(this.entries);
+      // Counters restart for an id that now names a different rule (a named id keeps its rule's count).
+      const fresh: number[] = [];
+      for (const [id, e] of next) {
+        const old = before.get(id);
+        if (!old || (old !== e && !named.has(id))) fresh.push(id);
+      }
+      await this.deps.kernel.resetStats(fresh);
+      // The kernel's batch writes run on the thread pool: meanwhile this thread writes the new
+      // snapshot to a temporary file. It replaces the old one only once the kernel has switched.
+      const loaded = this.deps.kernel.load(Array.from(next.values(), (e) => e.rule));
+      let prepared: PreparedSnapshot | undefined;
+      let prepareError: unknown;
+      try {
+        prepared = this.file.prepareSnapshot(Array.from(next.values(), storedCopy), next.size, nextId);
+      } catch (err) {
+        prepareError = err;
+      }
+      try {
+        await loaded;
+      } catch (err) {
+        prepared?.discard();
+        throw err;
+      }
+      try {
+        if (!prepared) throw prepareError;
+        prepared.commit();
+      } catch (err) {
+        prepared?.discard();
+        await this.deps.kernel.load(Array.from(before.values(), (e) => e.rule));
+        throw err;
+      }
+      this.entries.clear();
+      for (const [id, e] of next) this.entries.set(id, e);
+      this.sortedIds = undefined;
+      this.nextId = nextId;
+      this.recordReplaceHistory(before, next, now);
+      this.armExpiry();
+      return { count: next.size, warnings, warningCount };
+    });
+  }
+
+  private recordReplaceHistory(before: Map<number, Entry>, after: Map<number, Entry>, ts: Date): void {
+    if (!this.deps.history) return;
+    const rows: RuleHistoryRow[] = [];
+    let more = 0;
+    // Past the cap only the count goes on: no JSON is made for rows nobody stores.
+    const full = (): boolean => {
+      if (rows.length < MAX_REPLACE_HISTORY) return false;
+      more++;
+      return true;
+    };
+    for (const [id, e] of before) {
+      const now = after.get(id);
+      if (now === e || full()) continue;
+      rows.push({
+        ts,
+        op: 'replace',
+        ruleId: id,
+        before: JSON.stringify(storedCopy(e)),
+        after: now ? JSON.stringify(storedCopy(now)) : '',
+      });
+    }
+    for (const [id, e] of after) {
+      if (before.has(id) || full()) continue;
+      rows.push({ ts, op: 'replace', ruleId: id, before: '', after: JSON.stringify(storedCopy(e)) });
+    }
+    if (more) {
+      // Rule id 0 is never a rule: a summary row.
+      rows.push({ ts, op: 'replace', ruleId: 0, before: '', after: JSON.stringify({ unrecordedChanges: more }) });
+    }
+    this.recordHistory(rows);
+  }
+
+  private recordHistory(rows: RuleHistoryRow[]): void {
+    if (rows.length && this.deps.history) this.deps.history(rows);
+  }
+
+  private setEntry(e: Entry): void {
+    this.entries.set(e.rule.id, e);
+    this.sortedIds = undefined;
+  }
+
+  private deleteEntry(id: number): void {
+    this.entries.delete(id);
+    this.sortedIds = undefined;
+  }
+
+  /** Run a mutation alone; fold the journal into a snapshot when it has grown long. */
+  private mutate<T>(job: () => Promise<T>): Promise<T> {
+    return this.queue.run(async () => {
+      if (this.closed) throw new RuleRequestError(400, undefined, 'the agent is stopping');
+      const result = await job();
+      if (this.file.journalEntries >= COMPACT_AFTER) this.compact();
+      return result;
+    });
+  }
+
+  private compact(): void {
+    try {
+      this.file.snapshot(Array.from(this.entries.values(), storedCopy), this.entries.size, this.nextId);
+    } catch (err) {
+      // The journal still has every change; compaction is retried after the next one.
+      this.deps.log.warn({ err: (err as Error).message }, 'rule snapshot failed; the journal keeps the changes');
+    }
+  }
+
+  /** One timer for the earliest expiry. */
+  private armExpiry(): void {
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    if (this.closed) return;
+    let earliest = Infinity;
+    for (const e of this.entries.values()) {
+      const t = e.rule.expiresAt?.getTime();
+      if (t !== undefined && t < earliest) earliest = t;
+    }
+    if (earliest === Infinity) return;
+    const delay = Math.min(Math.max(earliest - this.now().getTime(), 0), MAX_TIMER_MS);
+    this.expiryTimer = setTimeout(() => void this.expireDue(), delay);
+    this.expiryTimer.unref();
+  }
+
+  /** Remove every rule due by now (a mutation like DELETE, so it waits its turn). */
+  expireDue(): Promise<number> {
+    return this.mutate(async () => {
+      const now = this.now().getTime();
+      const due: number[] = [];
+      for (const e of this.entries.values()) {
+        const t = e.rule.expiresAt?.getTime();
+        if (t !== undefined && t <= now) due.push(e.rule.id);
+      }
+      try {
+        const gone = await this.removeNow(due, 'expire');
+        if (gone.length) this.deps.log.info({ rules: gone.map((s) => s.id) }, 'rules expired: removed');
+        // Always re-arm: a timer can fire a little before the wall clock reaches the expiry,
+        // and then nothing was due yet.
+        this.armExpiry();
+        return gone.length;
+      } catch (err) {
+        this.deps.log.error({ err: (err as Error).message }, 'expiring rules failed: retrying in 1 s');
+        this.expiryTimer = setTimeout(() => void this.expireDue(), 1000);
+        this.expiryTimer.unref();
+        return 0;
+      }
+    });
+  }
+
+  /** Stop the expiry timer and wait for a running mutation; the kernel keeps enforcing the set. */
+  async close(): Promise<void> {
+    await this.queue.run(() => {
+      this.closed = true;
+      if (this.expiryTimer) clearTimeout(this.expiryTimer);
+      this.file.close();
+      return Promise.resolve();
+    });
+  }
+}
