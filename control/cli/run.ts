@@ -180,6 +180,8 @@ export function registerRun(program: Command): void {
         egress: opts.egress,
         store,
         spoolDir: path.resolve(opts.spoolDir ?? defaultSpoolDir(opts.store)),
+        // The rule set is state of this host, kept under --store whichever flow store is used.
+        rulesDir: path.resolve(opts.store, 'rules'),
         spoolMaxBytes: opts.spoolMax,
         retentionDays: opts.retention,
         drainIntervalMs: opts.drainInterval,

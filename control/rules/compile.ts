@@ -57,7 +57,7 @@ export function isPlain(rule: Rule): 'src' | 'dst' | undefined {
 }
 
 /** A prefix as one comparable number (IPv4) or bigint (IPv6) of address bits then length. */
-function prefixOrderKey(p: PrefixBytes): number | bigint {
+export function prefixOrderKey(p: PrefixBytes): number | bigint {
   if (p.family === Family.ipv4) return ipv4Value(p) * 64 + p.len;
   return (p.addr.readBigUInt64BE(0) << 72n) | (p.addr.readBigUInt64BE(8) << 8n) | BigInt(p.len);
 }

@@ -15,8 +15,8 @@ import {
   type LpmEntry,
 } from '../datapath/layout.js';
 import { loadNative } from '../../native/index.js';
-import { compileRules, encodeRuleTables, isPlain, type RuleTables } from './compile.js';
-import { LpmIndex, encodeLpmDelta, type LpmRef } from './lpm-index.js';
+import { compileRules, encodeRuleTables, isPlain, prefixOrderKey, type RuleTables } from './compile.js';
+import { LpmIndex, encodeLpmDelta, type LpmDelta, type LpmRef } from './lpm-index.js';
 import type { Rule } from './rule.js';
 import type { KernelRules } from './service.js';
 
@@ -47,6 +47,41 @@ function lpmEntry(rule: Rule, side: 'src' | 'dst'): LpmEntry {
   return { prefix: rule[side]!, ruleId: rule.id, priority: rule.priority, action: rule.action };
 }
 
+/** Order of resolved entries: family, then address and length (resolveLpm's order). */
+function compareKeys(a: LpmEntry, b: LpmEntry): number {
+  if (a.prefix.family !== b.prefix.family) return a.prefix.family - b.prefix.family;
+  const x = prefixOrderKey(a.prefix);
+  const y = prefixOrderKey(b.prefix);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+function sameVerdict(a: LpmEntry, b: LpmEntry): boolean {
+  return a.ruleId === b.ruleId && a.priority === b.priority && a.action === b.action;
+}
+
+/**
+ * What turns resolved table `from` into `to` (both in resolveLpm's order): a
+ * linear merge. Replacing a blocklist with its next edition changes a few
+ * entries out of a million; writing only those spares the kernel a million
+ * deletes and inserts.
+ */
+export function diffResolved(from: readonly LpmEntry[], to: readonly LpmEntry[]): LpmDelta {
+  const delta: LpmDelta = { upsert: [], delete: [], count: to.length };
+  let i = 0;
+  let j = 0;
+  while (i < from.length || j < to.length) {
+    const c = i === from.length ? 1 : j === to.length ? -1 : compareKeys(from[i]!, to[j]!);
+    if (c < 0) delta.delete.push(from[i++]!.prefix);
+    else if (c > 0) delta.upsert.push(to[j++]!);
+    else {
+      if (!sameVerdict(from[i]!, to[j]!)) delta.upsert.push(to[j]!);
+      i++;
+      j++;
+    }
+  }
+  return delta;
+}
+
 /** Split changed rules by the table they live in. */
 function byTable(rules: readonly Rule[]): { src: Rule[]; dst: Rule[]; complex: Rule[] } {
   const out = { src: [] as Rule[], dst: [] as Rule[], complex: [] as Rule[] };
@@ -65,18 +100,32 @@ export class DatapathRules implements KernelRules {
   constructor(private readonly dp: Datapath) {}
 
   async load(rules: readonly Rule[]): Promise<void> {
+    const wasStale = this.stale;
     this.stale = true;
     const split = byTable(rules);
     const src = new LpmIndex(split.src.map((r) => lpmEntry(r, 'src')));
     const dst = new LpmIndex(split.dst.map((r) => lpmEntry(r, 'dst')));
     const resolvedSrc = src.resolved();
     const resolvedDst = dst.resolved();
-    const tables: RuleTables = {
+    const complex = this.complexTable(split.complex);
+    const tables = (): RuleTables => ({
       src: { ...encodeLpmEntries(resolvedSrc), count: resolvedSrc.length },
       dst: { ...encodeLpmEntries(resolvedDst), count: resolvedDst.length },
-      complex: this.complexTable(split.complex),
-    };
-    await this.dp.loadRules(tables);
+      complex,
+    });
+    if (wasStale) await this.dp.loadRules(tables());
+    else {
+      // The kernel holds what the indexes hold: write only the difference (applyDelta falls back
+      // to `tables` when the slots are not in step).
+      await this.dp.applyDelta(
+        {
+          src: encodeLpmDelta(diffResolved(this.src.resolved(), resolvedSrc)),
+          dst: encodeLpmDelta(diffResolved(this.dst.resolved(), resolvedDst)),
+          complex,
+        },
+        tables,
+      );
+    }
     this.src = src;
     this.dst = dst;
     this.stale = false;

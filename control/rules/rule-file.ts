@@ -197,17 +197,19 @@ export class RuleFile {
   }
 
   /** Write a new snapshot (atomically), then empty the journal. */
-  snapshot(rules: Iterable<StoredRule>, count: number, nextId: number): void {
-    this.prepareSnapshot(rules, count, nextId).commit();
+  async snapshot(rules: Iterable<StoredRule>, count: number, nextId: number): Promise<void> {
+    (await this.prepareSnapshot(rules, count, nextId)).commit();
   }
 
   /**
    * Write a snapshot to a temporary file and fsync it; commit() puts it in
    * place (rename, directory fsync) and empties the journal, discard()
    * removes it. Two steps so a replace can write the file while the kernel
-   * loads, and keep the old snapshot if the kernel refuses.
+   * loads, and keep the old snapshot if the kernel refuses. It yields to
+   * the event loop between buffers, so the kernel writes it overlaps with
+   * (callbacks on this thread between batch calls) keep going.
    */
-  prepareSnapshot(rules: Iterable<StoredRule>, count: number, nextId: number): PreparedSnapshot {
+  async prepareSnapshot(rules: Iterable<StoredRule>, count: number, nextId: number): Promise<PreparedSnapshot> {
     const tmp = `${this.snapshotPath}.tmp`;
     const fd = openSync(tmp, 'w', 0o640);
     try {
@@ -221,6 +223,7 @@ export class RuleFile {
         if (used + 3 * line.length + 1 > buf.length) {
           writeBytes(fd, buf, used);
           used = 0;
+          await new Promise((resolve) => setImmediate(resolve));
           if (3 * line.length + 1 > buf.length) {
             writeAll(fd, line + '\n');
             continue;

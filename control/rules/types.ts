@@ -85,6 +85,8 @@ export class RuleRequestError extends Error {
 }
 
 export interface RuleApi {
+  /** Rules in the set (cheap: for the flowgate_rules gauge). */
+  readonly size: number;
   list(query: RuleListQuery): RulePage;
   get(id: number): RuleWithStats | undefined;
   /** A new rule; `spec.id` may be given (409 if taken), else the next free id. */

@@ -138,6 +138,15 @@ test('a POSTed rule drops exactly the named traffic; counters agree; DELETE and 
     assert.equal(row[2], id);
   });
 
+  // Rule counter history: per-interval deltas that add up to the rule's counters.
+  const history = await eventually(async () => {
+    const [row] = await agent.query<[string, string]>(
+      `SELECT toString(sum(packets)), toString(sum(bytes)) FROM flowgate.rule_counters WHERE rule_id = ${id}`,
+    );
+    return row && Number(row[0]) === 100 ? row : undefined;
+  }, 'rule counter history');
+  assert.equal(Number(history[1]), 100 * frameLen);
+
   assert.equal((await call(agent, 'DELETE', `/rules/${id}`)).status, 200);
   assert.equal((await call(agent, 'GET', `/rules/${id}`)).status, 404);
   assert.equal(await deliver(veth, rx, '198.18.0.10', 100), 100, 'after DELETE it arrives again');
@@ -161,13 +170,13 @@ test('a POSTed rule drops exactly the named traffic; counters agree; DELETE and 
   assert.ok(late < 1500, `expired ${late} ms after its time`);
   assert.equal(await deliver(veth, rx, '198.18.0.12', 10), 10, 'after expiry it arrives');
 
-  const history = await eventually(async () => {
+  const changes = await eventually(async () => {
     const rows = await agent.query<[string, number]>(
       'SELECT toString(op), rule_id FROM flowgate.rule_history ORDER BY ts, op',
     );
     return rows.length >= 4 ? rows : undefined;
   }, 'rule history');
-  assert.deepEqual(history, [
+  assert.deepEqual(changes, [
     ['add', id],
     ['delete', id],
     ['add', expiring.body.rule.id],

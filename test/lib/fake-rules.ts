@@ -55,6 +55,10 @@ export class FakeRules implements RuleApi {
   /** The clock of createdAt, updatedAt and ttlSeconds. */
   now = (): Date => new Date('2025-01-02T03:04:05.000Z');
 
+  get size(): number {
+    return this.rules.size;
+  }
+
   list(query: RuleListQuery): RulePage {
     this.calls.push({ op: 'list', arg: { ...query } });
     const limit = query.limit ?? 100;

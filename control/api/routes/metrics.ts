@@ -14,6 +14,8 @@ export function metricsRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (_request, reply) => {
+      // Read at scrape time: rules also leave the set by expiring, with no request to count them.
+      ctx.metrics.rules.set(ctx.agent.rules.size);
       const text = await ctx.metrics.render();
       return reply.type(ctx.metrics.contentType).send(text);
     },

@@ -245,15 +245,6 @@ export function ruleApiError(err: unknown, part: 'body' | 'querystring' | 'param
 export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
   const rules = ctx.agent.rules;
 
-  /*
-   * flowgate_rules: counted once here, then kept by each mutation's own
-   * result (+1, -1, the new set's count) and by every unfiltered page's
-   * total. Not by asking list() for the total after each mutation: that walks
-   * the whole set, and a POST to a set of 100,000 rules must answer in ~5 ms.
-   */
-  const gauge = ctx.metrics.rules;
-  gauge.set(rules.list({ limit: 1, offset: 0 }).total);
-
   /** Time a mutation from accepting it to the kernel enforcing it (failures are not enforcements). */
   async function enforce<T>(part: 'body' | 'params', change: () => Promise<T>): Promise<T> {
     const stop = ctx.metrics.ruleEnforceLatency.startTimer();
@@ -279,7 +270,6 @@ export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
     },
     async (request, reply) => {
       const change = await enforce('body', () => rules.add(request.body));
-      gauge.inc();
       void reply.code(201).header('location', `/api/v1/rules/${change.rule.id}`);
       return change;
     },
@@ -315,10 +305,6 @@ export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
         page = rules.list(query);
       } catch (err) {
         throw ruleApiError(err, 'querystring');
-      }
-      // An unfiltered total is the whole set: it corrects the gauge for rules that expired meanwhile.
-      if (query.action === undefined && query.prefix === undefined && query.comment === undefined) {
-        gauge.set(page.total);
       }
       return page;
     },
@@ -358,7 +344,6 @@ export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
       const { id } = request.params;
       const rule = await enforce('params', () => rules.remove(id));
       if (!rule) throw new ApiError(404, 'not_found', `rule ${id} does not exist`);
-      gauge.dec();
       return { rule };
     },
   );
@@ -378,9 +363,7 @@ export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const result = await enforce('body', () => rules.replace(request.body.rules));
-      gauge.set(result.count);
-      return result;
+      return enforce('body', () => rules.replace(request.body.rules));
     },
   );
 }
