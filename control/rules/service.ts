@@ -22,6 +22,7 @@ import {
   RuleRequestError,
   type RuleApi,
   type RuleChange,
+  type MutationHooks,
   type RuleListQuery,
   type RulePage,
   type RuleReplace,
@@ -165,6 +166,10 @@ function bareMessage(err: RuleError): string {
 export class RuleService implements RuleApi {
   private entries = new Map<number, Entry>();
   private sortedIds?: number[];
+  /** Every id below this is taken (where the search for a free id starts). */
+  private lowFree = 1;
+  /** Ids of rules that expire (the expiry timer looks at these only). */
+  private expiring = new Set<number>();
   /** Every id below this may be free; ids are given lowest free first, so they stay below --max-rules. */
   private nextId = 1;
   private readonly queue = new SerialQueue();
@@ -221,6 +226,7 @@ export class RuleService implements RuleApi {
       deps.log.info({ rules: expired.map((s) => s.id) }, 'rules expired while the agent was down: removed');
     }
     if (svc.file.journalEntries >= COMPACT_AFTER) await svc.compact();
+    svc.reindex();
     svc.armExpiry();
     deps.log.info({ rules: svc.entries.size, file: svc.file.snapshotPath }, 'rule set loaded');
     return svc;
@@ -331,10 +337,13 @@ export class RuleService implements RuleApi {
     return id;
   }
 
-  add(spec: RuleSpec): Promise<RuleChange> {
+  add(spec: RuleSpec, hooks?: MutationHooks): Promise<RuleChange> {
     return this.mutate(async () => {
       const now = this.now();
-      const id = spec.id === undefined ? this.freeId(1, (i) => this.entries.has(i)) : this.checkId(spec.id, '');
+      let id: number;
+      if (spec.id === undefined) {
+        id = this.lowFree = this.freeId(this.lowFree, (i) => this.entries.has(i));
+      } else id = this.checkId(spec.id, '');
       if (this.entries.has(id)) throw new RuleRequestError(409, 'id', `a rule with id ${id} exists already`);
       const rule = this.parse(spec, id, now);
       const stamp = now.toISOString();
@@ -349,6 +358,7 @@ export class RuleService implements RuleApi {
         this.deleteEntry(id);
         throw err;
       }
+      hooks?.onEnforced?.();
       try {
         this.file.put(stored, nextId);
       } catch (err) {
@@ -363,12 +373,16 @@ export class RuleService implements RuleApi {
     });
   }
 
-  remove(id: number): Promise<StoredRule | undefined> {
-    return this.mutate(() => this.removeNow([id], 'delete').then((gone) => gone[0]));
+  remove(id: number, hooks?: MutationHooks): Promise<StoredRule | undefined> {
+    return this.mutate(() => this.removeNow([id], 'delete', hooks).then((gone) => gone[0]));
   }
 
   /** Remove rules (those that exist) in one kernel change. */
-  private async removeNow(ids: readonly number[], op: 'delete' | 'expire'): Promise<StoredRule[]> {
+  private async removeNow(
+    ids: readonly number[],
+    op: 'delete' | 'expire',
+    hooks?: MutationHooks,
+  ): Promise<StoredRule[]> {
     const gone = ids.map((id) => this.entries.get(id)).filter((e): e is Entry => e !== undefined);
     if (gone.length === 0) return [];
     for (const e of gone) this.deleteEntry(e.rule.id);
@@ -382,6 +396,7 @@ export class RuleService implements RuleApi {
       for (const e of gone) this.setEntry(e);
       throw err;
     }
+    hooks?.onEnforced?.();
     try {
       this.file.append(gone.map((e) => ({ op: 'del' as const, id: e.rule.id, nextId: this.nextId })));
     } catch (err) {
@@ -401,7 +416,7 @@ export class RuleService implements RuleApi {
     return gone.map(storedOf);
   }
 
-  replace(specs: readonly RuleSpec[]): Promise<RuleReplace> {
+  replace(specs: readonly RuleSpec[], hooks?: MutationHooks): Promise<RuleReplace> {
     return this.mutate(async () => {
       const now = this.now();
       const stamp = now.toISOString();
@@ -447,7 +462,7 @@ export class RuleService implements RuleApi {
       await this.deps.kernel.resetStats(fresh);
       // The kernel's batch writes run on the thread pool: meanwhile this thread writes the new
       // snapshot to a temporary file. It replaces the old one only once the kernel has switched.
-      const loaded = this.deps.kernel.load(Array.from(next.values(), (e) => e.rule));
+      const loaded = this.deps.kernel.load(Array.from(next.values(), (e) => e.rule)).then(() => hooks?.onEnforced?.());
       const preparing = this.file.prepareSnapshot(storedCopies(next.values()), next.size, nextId);
       const [kernel, file] = await Promise.allSettled([loaded, preparing]);
       const prepared = file.status === 'fulfilled' ? file.value : undefined;
@@ -464,7 +479,7 @@ export class RuleService implements RuleApi {
         throw err;
       }
       this.entries = next;
-      this.sortedIds = undefined;
+      this.reindex();
       this.nextId = nextId;
       this.recordReplaceHistory(before, next, now);
       this.armExpiry();
@@ -510,12 +525,23 @@ export class RuleService implements RuleApi {
 
   private setEntry(e: Entry): void {
     this.entries.set(e.rule.id, e);
+    if (e.rule.expiresAt) this.expiring.add(e.rule.id);
     this.sortedIds = undefined;
   }
 
   private deleteEntry(id: number): void {
     this.entries.delete(id);
+    this.expiring.delete(id);
+    if (id < this.lowFree) this.lowFree = id;
     this.sortedIds = undefined;
+  }
+
+  /** Recompute what setEntry/deleteEntry keep, after the whole set changed. */
+  private reindex(): void {
+    this.sortedIds = undefined;
+    this.lowFree = 1;
+    this.expiring = new Set();
+    for (const [id, e] of this.entries) if (e.rule.expiresAt) this.expiring.add(id);
   }
 
   /** Run a mutation alone; fold the journal into a snapshot when it has grown long. */
@@ -543,8 +569,8 @@ export class RuleService implements RuleApi {
     this.expiryTimer = undefined;
     if (this.closed) return;
     let earliest = Infinity;
-    for (const e of this.entries.values()) {
-      const t = e.rule.expiresAt?.getTime();
+    for (const id of this.expiring) {
+      const t = this.entries.get(id)?.rule.expiresAt?.getTime();
       if (t !== undefined && t < earliest) earliest = t;
     }
     if (earliest === Infinity) return;
@@ -558,9 +584,9 @@ export class RuleService implements RuleApi {
     return this.mutate(async () => {
       const now = this.now().getTime();
       const due: number[] = [];
-      for (const e of this.entries.values()) {
-        const t = e.rule.expiresAt?.getTime();
-        if (t !== undefined && t <= now) due.push(e.rule.id);
+      for (const id of this.expiring) {
+        const t = this.entries.get(id)?.rule.expiresAt?.getTime();
+        if (t !== undefined && t <= now) due.push(id);
       }
       try {
         const gone = await this.removeNow(due, 'expire');

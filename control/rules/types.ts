@@ -84,15 +84,21 @@ export class RuleRequestError extends Error {
   }
 }
 
+/** Optional callbacks of a mutation. */
+export interface MutationHooks {
+  /** Called the moment the kernel enforces the change (before the rules file is synced). */
+  onEnforced?: () => void;
+}
+
 export interface RuleApi {
   /** Rules in the set (cheap: for the flowgate_rules gauge). */
   readonly size: number;
   list(query: RuleListQuery): RulePage;
   get(id: number): RuleWithStats | undefined;
   /** A new rule; `spec.id` may be given (409 if taken), else the next free id. */
-  add(spec: RuleSpec): Promise<RuleChange>;
+  add(spec: RuleSpec, hooks?: MutationHooks): Promise<RuleChange>;
   /** The removed rule, or undefined when there was none with that id. */
-  remove(id: number): Promise<StoredRule | undefined>;
+  remove(id: number, hooks?: MutationHooks): Promise<StoredRule | undefined>;
   /** Replace the whole set at once. Rules that carry an id keep it; the others get new ids. */
-  replace(specs: readonly RuleSpec[]): Promise<RuleReplace>;
+  replace(specs: readonly RuleSpec[], hooks?: MutationHooks): Promise<RuleReplace>;
 }

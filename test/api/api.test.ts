@@ -13,6 +13,7 @@ import { flowgateVersion } from '../../control/api/version.js';
 import { Metrics } from '../../control/metrics.js';
 import { StoreError, type QueryResult } from '../../control/store/types.js';
 import { FakeRules } from '../lib/fake-rules.js';
+import { assertError, withTestApi } from '../lib/api.js';
 
 const TOKEN = 'test-token-0123456789';
 const AUTH = { authorization: `Bearer ${TOKEN}` };
@@ -95,25 +96,7 @@ async function withApi(
   fn: (app: FastifyInstance, agent: FakeAgent, metrics: Metrics) => Promise<void>,
 ): Promise<void> {
   const agent = new FakeAgent();
-  const metrics = new Metrics({ defaultMetrics: false });
-  const app = await buildApi({ agent, metrics, ...opts });
-  try {
-    await fn(app, agent, metrics);
-  } finally {
-    await app.close();
-  }
-}
-
-function assertError(res: LightMyRequestResponse, status: number, error: string, message?: RegExp | string): void {
-  assert.equal(res.statusCode, status, `status of ${res.body}`);
-  assert.match(String(res.headers['content-type']), /^application\/json/);
-  const body = res.json() as Record<string, unknown>;
-  assert.deepEqual(Object.keys(body).sort(), ['error', 'message'], res.body);
-  assert.equal(body.error, error, res.body);
-  assert.equal(typeof body.message, 'string');
-  assert.ok(!/\n\s+at /.test(String(body.message)), 'no stack in the message');
-  if (typeof message === 'string') assert.equal(body.message, message);
-  else if (message) assert.match(String(body.message), message);
+  await withTestApi({ agent, ...opts }, (app, metrics) => fn(app, agent, metrics));
 }
 
 test('GET /api/v1/health answers without the token', async () => {

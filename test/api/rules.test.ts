@@ -8,11 +8,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
-import { buildApi, type ApiOptions } from '../../control/api/server.js';
+import type { ApiOptions } from '../../control/api/server.js';
 import { Metrics } from '../../control/metrics.js';
 import type { RuleSpec } from '../../control/rules/rule.js';
 import { RuleRequestError } from '../../control/rules/types.js';
 import { FakeRules, FakeRulesAgent } from '../lib/fake-rules.js';
+import { assertError, withTestApi } from '../lib/api.js';
 
 const TOKEN = 'rules-test-token';
 const AUTH = { authorization: `Bearer ${TOKEN}` };
@@ -23,24 +24,7 @@ async function withApi(
   fn: (app: FastifyInstance, rules: FakeRules, metrics: Metrics) => Promise<void>,
 ): Promise<void> {
   const agent = new FakeRulesAgent();
-  const metrics = new Metrics({ defaultMetrics: false });
-  const app = await buildApi({ agent, metrics, token: TOKEN, ...opts });
-  try {
-    await fn(app, agent.rules, metrics);
-  } finally {
-    await app.close();
-  }
-}
-
-function assertError(res: LightMyRequestResponse, status: number, error: string, message?: RegExp | string): void {
-  assert.equal(res.statusCode, status, `status of ${res.body}`);
-  assert.match(String(res.headers['content-type']), /^application\/json/);
-  const body = res.json() as Record<string, unknown>;
-  assert.deepEqual(Object.keys(body).sort(), ['error', 'message'], res.body);
-  assert.equal(body.error, error, res.body);
-  assert.ok(!/\n\s+at /.test(String(body.message)), 'no stack in the message');
-  if (typeof message === 'string') assert.equal(body.message, message);
-  else if (message) assert.match(String(body.message), message);
+  await withTestApi({ agent, token: TOKEN, ...opts }, (app, metrics) => fn(app, agent.rules, metrics));
 }
 
 function post(app: FastifyInstance, payload: unknown): Promise<LightMyRequestResponse> {
@@ -84,6 +68,8 @@ test('POST /rules adds a rule: 201 with the stored rule, warnings and a location
     });
     assert.equal(res.statusCode, 201, res.body);
     assert.equal(res.headers.location, '/api/v1/rules/1');
+    // How long from the request's arrival to the kernel enforcing it, for clients and the bench.
+    assert.match(String(res.headers['server-timing']), /^enforce;dur=\d+\.\d{3}$/);
     assert.deepEqual(res.json(), {
       rule: {
         id: 1,

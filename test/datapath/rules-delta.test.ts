@@ -12,8 +12,8 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { requirePrivileges } from '../lib/privileges.js';
-import { openTestDatapath, TEST_LIMITS, type TestDatapath } from '../lib/datapath.js';
-import { buildFrame, type FrameSpec } from '../lib/frames.js';
+import { openTestDatapath, TEST_LIMITS, withTestDatapath, type TestDatapath } from '../lib/datapath.js';
+import { tcpSyn as tcp } from '../lib/frames.js';
 import { Datapath, type RuleTablesDelta } from '../../control/datapath/datapath.js';
 import { LPM_KEY, LPM_VERDICT, RULE, type LpmEntry } from '../../control/datapath/layout.js';
 import { compileRules, encodeRuleTables, isPlain, type RuleTables } from '../../control/rules/compile.js';
@@ -25,13 +25,6 @@ const XDP_DROP = 1;
 const XDP_PASS = 2;
 const P = XDP_PASS;
 const D = XDP_DROP;
-
-function tcp(src: string, dst: string, dport = 80, sport = 40000): Buffer {
-  const spec: FrameSpec = src.includes(':')
-    ? { ipv6: { src, dst }, tcp: { sport, dport, flags: ['SYN'] } }
-    : { ipv4: { src, dst }, tcp: { sport, dport, flags: ['SYN'] } };
-  return buildFrame(spec);
-}
 
 const ifindexOf = (name: string): number => loadNative().ifindex(name);
 
@@ -131,14 +124,9 @@ async function assertSlotsMatch(rules: Rules, where: string): Promise<void> {
   }
 }
 
-async function withDatapath(t: TestContext, fn: (env: TestDatapath) => Promise<void>): Promise<void> {
-  if (!requirePrivileges(t, ['root', 'bpf'])) return;
-  const env = openTestDatapath({ maxPrefixes: 1 << 16, maxRules: 1 << 16 });
-  try {
-    await fn(env);
-  } finally {
-    env.destroy();
-  }
+/** Every test here opens its datapath with room for 65,536 prefixes and rules. */
+function withDatapath(t: TestContext, fn: (env: TestDatapath) => Promise<void>): Promise<void> {
+  return withTestDatapath(t, fn, { maxPrefixes: 1 << 16, maxRules: 1 << 16 });
 }
 
 function verdicts(dp: Datapath, frames: Buffer[]): number[] {

@@ -11,9 +11,9 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { requirePrivileges } from '../lib/privileges.js';
-import { openTestDatapath, type TestDatapath } from '../lib/datapath.js';
+import { openTestDatapath, withTestDatapath, type TestDatapath } from '../lib/datapath.js';
 import { loadRuleSpecs } from '../lib/rules.js';
-import { buildFrame, ipPacketLength, type FrameSpec } from '../lib/frames.js';
+import { buildFrame, ipPacketLength, tcpSyn as tcp } from '../lib/frames.js';
 import { decodeFlowRecords } from '../../control/datapath/layout.js';
 import { compileRules, encodeRuleTables } from '../../control/rules/compile.js';
 import { parseRule, type Rule } from '../../control/rules/rule.js';
@@ -21,25 +21,13 @@ import { parseRule, type Rule } from '../../control/rules/rule.js';
 const XDP_DROP = 1;
 const XDP_PASS = 2;
 
-function tcp(src: string, dst: string, dport = 80, sport = 40000): Buffer {
-  const spec: FrameSpec = src.includes(':')
-    ? { ipv6: { src, dst }, tcp: { sport, dport, flags: ['SYN'] } }
-    : { ipv4: { src, dst }, tcp: { sport, dport, flags: ['SYN'] } };
-  return buildFrame(spec);
-}
-
 function udp(src: string, dst: string, dport: number): Buffer {
   return buildFrame({ ipv4: { src, dst }, udp: { sport: 5000, dport }, payload: 20 });
 }
 
-async function withDatapath(t: TestContext, fn: (env: TestDatapath) => Promise<void>): Promise<void> {
-  if (!requirePrivileges(t, ['root', 'bpf'])) return;
-  const env = openTestDatapath({ maxPrefixes: 1 << 16, maxRules: 1 << 16 });
-  try {
-    await fn(env);
-  } finally {
-    env.destroy();
-  }
+/** Every test here opens its datapath with room for 65,536 prefixes and rules. */
+function withDatapath(t: TestContext, fn: (env: TestDatapath) => Promise<void>): Promise<void> {
+  return withTestDatapath(t, fn, { maxPrefixes: 1 << 16, maxRules: 1 << 16 });
 }
 
 function verdicts(env: TestDatapath, frames: Buffer[]): number[] {

@@ -15,6 +15,7 @@ import { createVethPair, sendFrames, sendTrafgen, type VethPair } from '../lib/n
 import { startAgent, type AgentProcess } from '../lib/agent.js';
 import { startClickHouseHttp } from '../lib/clickhouse-http-server.js';
 import { buildFrame, ipPacketLength, type FrameSpec } from '../lib/frames.js';
+import { eventually } from '../lib/eventually.js';
 
 const BIN = fileURLToPath(new URL('../../bin/flowgate.js', import.meta.url));
 
@@ -27,22 +28,6 @@ function withVeth(t: TestContext): VethPair | undefined {
 
 function fromPeer(veth: VethPair, spec: Omit<FrameSpec, 'eth'>): Buffer {
   return buildFrame({ ...spec, eth: { src: veth.peerMac, dst: veth.hostMac } });
-}
-
-/** Poll until `check` returns a value (store writes are asynchronous), or fail with the last error. */
-async function eventually<T>(check: () => Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${String(last ?? 'no result')}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 async function packetsFrom(agent: AgentProcess, src: string): Promise<number> {

@@ -16,6 +16,7 @@ import { createVethPair, sendFrames, sh, type VethPair } from '../lib/netns.js';
 import { startAgent, type AgentProcess } from '../lib/agent.js';
 import { buildFrame, ipPacketLength } from '../lib/frames.js';
 import { removeBpffs } from '../lib/datapath.js';
+import { eventually } from '../lib/eventually.js';
 
 const HOST_IP = '198.18.0.1';
 const PORT = 9999;
@@ -81,16 +82,6 @@ async function call<T = Record<string, unknown>>(
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: res.status, body: (await res.json()) as T };
-}
-
-async function eventually<T>(check: () => Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 interface StoredRule {

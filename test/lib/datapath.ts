@@ -6,7 +6,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
+import type { TestContext } from 'node:test';
 import { Datapath, type DatapathOptions } from '../../control/datapath/datapath.js';
+import { requirePrivileges } from './privileges.js';
 
 export interface TestDatapath {
   dp: Datapath;
@@ -45,4 +47,23 @@ export function openTestDatapath(opts: Partial<DatapathOptions> = {}): TestDatap
       }
     },
   };
+}
+
+/**
+ * Run `fn` on a private datapath (openTestDatapath(opts)), destroyed after it.
+ * Needs root and bpf(): without them the test is skipped (fails under CI) and
+ * `fn` does not run.
+ */
+export async function withTestDatapath(
+  t: TestContext,
+  fn: (env: TestDatapath) => Promise<void>,
+  opts: Partial<DatapathOptions> = {},
+): Promise<void> {
+  if (!requirePrivileges(t, ['root', 'bpf'])) return;
+  const env = openTestDatapath(opts);
+  try {
+    await fn(env);
+  } finally {
+    env.destroy();
+  }
 }

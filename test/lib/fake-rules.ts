@@ -9,6 +9,7 @@ import { parsePrefix, type ParsedPrefix } from '../../control/rules/prefix.js';
 import { parseRule, PROTOCOLS, RuleError, type Rule, type RuleSpec } from '../../control/rules/rule.js';
 import {
   RuleRequestError,
+  type MutationHooks,
   type RuleApi,
   type RuleChange,
   type RuleListQuery,
@@ -86,7 +87,7 @@ export class FakeRules implements RuleApi {
     return { ...rule, matchedPackets: s.packets, matchedBytes: s.bytes };
   }
 
-  async add(spec: RuleSpec): Promise<RuleChange> {
+  async add(spec: RuleSpec, hooks?: MutationHooks): Promise<RuleChange> {
     this.calls.push({ op: 'add', arg: spec });
     this.failIfAsked();
     if (spec.id !== undefined && this.rules.has(spec.id)) {
@@ -94,6 +95,7 @@ export class FakeRules implements RuleApi {
     }
     const { rule, warnings } = this.parse(spec, spec.id ?? this.nextId(), '');
     this.rules.set(rule.id, rule);
+    hooks?.onEnforced?.();
     return { rule, warnings };
   }
 

@@ -389,6 +389,14 @@ export function buildFrame(spec: FrameSpec): Buffer {
   return padFrame(Buffer.concat([header, packet.bytes]), spec.padTo ?? 0);
 }
 
+/** A TCP SYN from src to dst: IPv6 when src is an IPv6 address, else IPv4. */
+export function tcpSyn(src: string, dst: string, dport = 80, sport = 40000): Buffer {
+  const spec: FrameSpec = src.includes(':')
+    ? { ipv6: { src, dst }, tcp: { sport, dport, flags: ['SYN'] } }
+    : { ipv4: { src, dst }, tcp: { sport, dport, flags: ['SYN'] } };
+  return buildFrame(spec);
+}
+
 function networkPacket(spec: FrameSpec): { etherType: number | undefined; bytes: Buffer } {
   const kind = transportKind(spec);
   const payload = payloadBytes(spec.payload);

@@ -8,7 +8,7 @@ import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
@@ -17,6 +17,7 @@ import { buildProgram, reportError } from '../../control/cli/index.js';
 import { mergeImport, renderRulePage, specFromFlags } from '../../control/cli/rules.js';
 import { Metrics } from '../../control/metrics.js';
 import { FakeRules, FakeRulesAgent } from '../lib/fake-rules.js';
+import { pool } from '../lib/pool.js';
 
 const BIN = fileURLToPath(new URL('../../bin/flowgate.js', import.meta.url));
 const TOKEN = 'cli-rules-token';
@@ -71,20 +72,6 @@ function flowgate(args: string[], env: Record<string, string | undefined> = {}, 
     );
     child.stdin?.end(input ?? '');
   });
-}
-
-/** Run jobs a few at a time (each is a node process compiling TypeScript). */
-async function pool<T>(jobs: Array<() => Promise<T>>): Promise<T[]> {
-  const out: T[] = new Array<T>(jobs.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < jobs.length) {
-      const i = next++;
-      out[i] = await jobs[i]!();
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(2, availableParallelism()) }, worker));
-  return out;
 }
 
 /** Parse and run `args` in this process, as main() does; only for commands that fail before writing. */

@@ -9,11 +9,11 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../../control/agent/types.js';
 import type { QueryResult } from '../../control/store/types.js';
 import { flowgateVersion } from '../../control/api/version.js';
+import { pool } from '../lib/pool.js';
 
 const BIN = fileURLToPath(new URL('../../bin/flowgate.js', import.meta.url));
 const TOKEN = 'cli-test-token';
@@ -173,20 +173,6 @@ function flowgate(args: string[], env: Record<string, string | undefined> = {}):
       },
     );
   });
-}
-
-/** Run jobs a few at a time (each is a node process compiling TypeScript). */
-async function pool<T>(jobs: Array<() => Promise<T>>): Promise<T[]> {
-  const out: T[] = new Array<T>(jobs.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < jobs.length) {
-      const i = next++;
-      out[i] = await jobs[i]!();
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(2, availableParallelism()) }, worker));
-  return out;
 }
 
 function assertOk(r: Run): void {

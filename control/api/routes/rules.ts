@@ -11,10 +11,10 @@
  * the rule service's, which reports it as a RuleRequestError naming the
  * field. Both end up as a 400 `body/<field> …` message.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { parsePrefix, PrefixError } from '../../rules/prefix.js';
 import { MAX_PRIORITY, RuleError, type RuleSpec } from '../../rules/rule.js';
-import { RuleRequestError, type RuleListQuery, type RulePage } from '../../rules/types.js';
+import { RuleRequestError, type MutationHooks, type RuleListQuery, type RulePage } from '../../rules/types.js';
 import type { ApiContext } from '../context.js';
 import { ApiError } from '../errors.js';
 import { errorResponses, ifaceNameSchema } from '../schemas.js';
@@ -245,16 +245,31 @@ export function ruleApiError(err: unknown, part: 'body' | 'querystring' | 'param
 export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
   const rules = ctx.agent.rules;
 
-  /** Time a mutation from accepting it to the kernel enforcing it (failures are not enforcements). */
-  async function enforce<T>(part: 'body' | 'params', change: () => Promise<T>): Promise<T> {
-    const stop = ctx.metrics.ruleEnforceLatency.startTimer();
+  /**
+   * Run a mutation and time it from the request's arrival to the kernel
+   * enforcing it (the service says when: before the rules file is synced):
+   * the metric, and a Server-Timing header (`enforce;dur=<ms>`) a client can
+   * read. Failures are not enforcements.
+   */
+  async function enforce<T>(
+    part: 'body' | 'params',
+    reply: FastifyReply,
+    change: (hooks: MutationHooks) => Promise<T>,
+  ): Promise<T> {
+    let enforcedMs: number | undefined;
+    const onEnforced = (): void => {
+      enforcedMs = reply.elapsedTime;
+    };
     let result: T;
     try {
-      result = await change();
+      result = await change({ onEnforced });
     } catch (err) {
       throw ruleApiError(err, part);
     }
-    stop();
+    if (enforcedMs !== undefined) {
+      ctx.metrics.ruleEnforceLatency.observe(enforcedMs / 1000);
+      void reply.header('server-timing', `enforce;dur=${enforcedMs.toFixed(3)}`);
+    }
     return result;
   }
 
@@ -269,7 +284,7 @@ export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const change = await enforce('body', () => rules.add(request.body));
+      const change = await enforce('body', reply, (hooks) => rules.add(request.body, hooks));
       void reply.code(201).header('location', `/api/v1/rules/${change.rule.id}`);
       return change;
     },
@@ -340,9 +355,9 @@ export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
         },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { id } = request.params;
-      const rule = await enforce('params', () => rules.remove(id));
+      const rule = await enforce('params', reply, (hooks) => rules.remove(id, hooks));
       if (!rule) throw new ApiError(404, 'not_found', `rule ${id} does not exist`);
       return { rule };
     },
@@ -362,8 +377,8 @@ export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
         response: { 200: ruleReplaceSchema, ...errorResponses(400, 401, 409, 413, 415, 429, 500) },
       },
     },
-    async (request) => {
-      return enforce('body', () => rules.replace(request.body.rules));
+    async (request, reply) => {
+      return enforce('body', reply, (hooks) => rules.replace(request.body.rules, hooks));
     },
   );
 }
