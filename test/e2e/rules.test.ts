@@ -9,6 +9,10 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { requirePrivileges } from '../lib/privileges.js';
@@ -73,12 +77,15 @@ async function deliver(veth: VethPair, rx: Receiver, src: string, count: number)
 async function call<T = Record<string, unknown>>(
   agent: AgentProcess,
   method: string,
-  path: string,
+  url: string,
   body?: unknown,
+  token?: string,
 ): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${agent.api}/api/v1${path}`, {
+  const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+  if (token !== undefined) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(`${agent.api}/api/v1${url}`, {
     method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: res.status, body: (await res.json()) as T };
@@ -238,30 +245,44 @@ function kernelSrcPrefixes(agent: AgentProcess): Set<string>[] {
   });
 }
 
-test('parallel POST and DELETE leave the API state and the kernel tables identical', async (t) => {
+test('with a token: 401 without it or with a wrong one; parallel POST and DELETE leave the API state and the kernel tables identical', async (t) => {
   const veth = setup(t);
   if (!veth) return;
-  const agent = await startAgent({ ifaces: [veth.host], args: ['--drain-interval', '1s'] });
+  const token = randomBytes(24).toString('hex');
+  const tokenDir = mkdtempSync(path.join(tmpdir(), 'flowgate-token-'));
+  const tokenFile = path.join(tokenDir, 'token');
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  const agent = await startAgent({
+    ifaces: [veth.host],
+    args: ['--drain-interval', '1s', '--api-token-file', tokenFile],
+  });
   t.after(async () => {
     await agent.stop();
     agent.cleanup();
+    rmSync(tokenDir, { recursive: true, force: true });
   });
+  const rule = { action: 'drop', src: '10.200.0.0/16' };
+  assert.equal((await call(agent, 'POST', '/rules', rule)).status, 401, 'no token');
+  assert.equal((await call(agent, 'POST', '/rules', rule, 'wrong')).status, 401, 'wrong token');
+  assert.equal((await call(agent, 'GET', '/rules')).status, 401, 'reads need it too');
+  const api = <T = Record<string, unknown>>(method: string, url: string, body?: unknown) =>
+    call<T>(agent, method, url, body, token);
   const ids: number[] = [];
   await Promise.all(
     // 80 mutations in all: under the API's rate limit of 100 a second per client.
     Array.from({ length: 40 }, async (_, i) => {
-      const r = await call<{ rule: StoredRule }>(agent, 'POST', '/rules', { action: 'drop', src: `10.${i}.0.0/16` });
+      const r = await api<{ rule: StoredRule }>('POST', '/rules', { action: 'drop', src: `10.${i}.0.0/16` });
       assert.equal(r.status, 201);
       ids.push(r.body.rule.id);
     }),
   );
   await Promise.all(
     ids.map(async (id, i) => {
-      if (i % 2 === 0) assert.equal((await call(agent, 'DELETE', `/rules/${id}`)).status, 200);
-      else assert.equal((await call(agent, 'POST', '/rules', { action: 'drop', src: `172.16.${i}.0/24` })).status, 201);
+      if (i % 2 === 0) assert.equal((await api('DELETE', `/rules/${id}`)).status, 200);
+      else assert.equal((await api('POST', '/rules', { action: 'drop', src: `172.16.${i}.0/24` })).status, 201);
     }),
   );
-  const listed = await call<{ rules: StoredRule[] }>(agent, 'GET', '/rules?limit=10000');
+  const listed = await api<{ rules: StoredRule[] }>('GET', '/rules?limit=10000');
   const want = new Set(listed.body.rules.map((r) => r.src!));
   assert.equal(want.size, 40);
   // Let the rule slots settle (the idle one catches up after a grace period).
