@@ -20,6 +20,7 @@ import {
 import { buildApi, isLoopbackHost, listenApi } from '../api/server.js';
 import { createLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
+import { CLUSTER_NAME } from '../store/migrate.js';
 import type { StoreTarget } from '../store/types.js';
 
 export const DEFAULTS = {
@@ -41,6 +42,7 @@ interface RunOptions {
   egress: boolean;
   store: string;
   clickhouseUrl?: string;
+  clickhouseCluster?: string;
   drainInterval: number;
   listen: ListenAddress;
   apiTokenFile?: string;
@@ -108,6 +110,14 @@ export function readTls(certFile?: string, keyFile?: string): { cert: Buffer; ke
   return { cert, key };
 }
 
+/** --clickhouse-cluster: a cluster name of the server's remote_servers (it goes into ON CLUSTER '<name>'). */
+export function parseClusterName(flag: string, text: string): string {
+  if (!CLUSTER_NAME.test(text)) {
+    throw new FlagError(flag, `must be a cluster name (letters, digits, '_', '-', '.'), got "${text}"`);
+  }
+  return text;
+}
+
 function listenText(l: ListenAddress): string {
   return l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
 }
@@ -123,6 +133,11 @@ export function registerRun(program: Command): void {
     .option('--store <dir>', 'embedded ClickHouse (chDB) directory, also holds the spool', DEFAULTS.store)
     .option('--clickhouse-url <url>', 'a ClickHouse server instead of the embedded store', (v: string) =>
       parseClickHouseUrl('--clickhouse-url', v),
+    )
+    .option(
+      '--clickhouse-cluster <name>',
+      'the --clickhouse-url server is a node of this cluster: replicated, distributed schema (schema/cluster)',
+      (v: string) => parseClusterName('--clickhouse-cluster', v),
     )
     .option(
       '--drain-interval <duration>',
@@ -162,6 +177,9 @@ export function registerRun(program: Command): void {
     .option('--host <name>', 'host name stored with every flow', defaultHost())
     .option('--unpin', 'detach and remove the pins on exit (enforcement stops)', false)
     .action(async (opts: RunOptions) => {
+      if (opts.clickhouseCluster !== undefined && opts.clickhouseUrl === undefined) {
+        throw new FlagError('--clickhouse-cluster', 'needs --clickhouse-url (the embedded store is a single node)');
+      }
       const tls = readTls(opts.tlsCert, opts.tlsKey);
       const token = readToken(opts.apiTokenFile);
       if (!token && !isLoopbackHost(opts.listen.host)) {
@@ -172,7 +190,7 @@ export function registerRun(program: Command): void {
       }
       const log = createLogger();
       const store: StoreTarget = opts.clickhouseUrl
-        ? { kind: 'server', url: opts.clickhouseUrl }
+        ? { kind: 'server', url: opts.clickhouseUrl, cluster: opts.clickhouseCluster }
         : { kind: 'embedded', dir: path.resolve(opts.store) };
       const config: AgentConfig = {
         ifaces: opts.iface,

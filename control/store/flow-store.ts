@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { SerialQueue } from '../util/serial.js';
 import { openStoreClients, type StoreClients } from './client.js';
 import { toStoreError } from './errors.js';
-import { defaultSchemaDir, migrate } from './migrate.js';
+import { clusterSchemaDir, defaultSchemaDir, migrate } from './migrate.js';
 import { guardReadOnlySql } from './sql-guard.js';
 import {
   StoreError,
@@ -98,9 +98,15 @@ export class ClickHouseFlowStore implements FlowStore {
     return this.clients.location;
   }
 
+  /** The cluster the server belongs to (--clickhouse-cluster), if any. */
+  private get cluster(): string | undefined {
+    return this.opts.target.kind === 'server' ? this.opts.target.cluster : undefined;
+  }
+
   async migrate(): Promise<string[]> {
-    const dir = this.opts.schemaDir ?? defaultSchemaDir();
-    const applied = await this.write(() => migrate(this.clients.writer, dir, this.opts.retentionDays));
+    const { cluster } = this;
+    const dir = this.opts.schemaDir ?? (cluster === undefined ? defaultSchemaDir() : clusterSchemaDir());
+    const applied = await this.write(() => migrate(this.clients.writer, dir, this.opts.retentionDays, { cluster }));
     if (applied.length > 0) this.log?.info({ applied, store: this.location }, 'schema migrations applied');
     return applied;
   }
@@ -120,6 +126,9 @@ export class ClickHouseFlowStore implements FlowStore {
       // instead of sorting and summing every block on the insert path.
       parallel_view_processing: 1,
       optimize_on_insert: 0,
+      // A cluster's flowgate.flows is Distributed: answer once every shard has its part, each
+      // deduplicated by the token, not once it is queued on the node (schema/cluster/).
+      ...(this.cluster === undefined ? {} : { insert_distributed_sync: 1 as const }),
     } as const;
     const scratch = this.clients.scratchDir;
     if (scratch) {
@@ -260,6 +269,7 @@ export class ClickHouseFlowStore implements FlowStore {
           insert_deduplicate: 1,
           insert_deduplication_token: token ?? `${table}:${randomUUID()}`,
           date_time_input_format: 'basic',
+          ...(this.cluster === undefined ? {} : { insert_distributed_sync: 1 as const }),
         },
       }),
     );

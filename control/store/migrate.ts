@@ -13,6 +13,10 @@
  *   retentionPlan(); the checksum is of the template, so changing the
  *   retention is not a changed migration. syncTtls() applies a changed
  *   retention to existing tables at every start.
+ * - On a ClickHouse cluster (`{ cluster }`, --clickhouse-cluster) the files
+ *   are schema/cluster/'s: {cluster} is filled in with the cluster's name,
+ *   {shard} and {replica} stay literal for the servers' own macros, and the
+ *   record of migrations is itself replicated to every node.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -45,6 +49,14 @@ export function retentionPlan(retentionDays: number): Record<string, number> {
   };
 }
 
+/** A cluster name as remote_servers spells it; it is put into SQL quoted (ON CLUSTER '<name>'). */
+export const CLUSTER_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+
+export interface MigrateOptions {
+  /** Apply a cluster schema (schema/cluster/) ON CLUSTER this cluster. */
+  cluster?: string;
+}
+
 /** Which template key sets each table's TTL (for syncTtls). */
 const TTL_KEYS: Record<string, string> = {
   flows: 'retention_days',
@@ -56,6 +68,11 @@ const TTL_KEYS: Record<string, string> = {
 };
 
 const VERSION_FILE = /^(\d+)_[A-Za-z0-9_-]+\.sql$/;
+
+/** The cluster variants of the migrations: schema/cluster/. */
+export function clusterSchemaDir(): string {
+  return path.join(defaultSchemaDir(), 'cluster');
+}
 
 /** The checkout's schema/: found from this file upwards (works from control/store and from dist/). */
 export function defaultSchemaDir(): string {
@@ -124,6 +141,34 @@ CREATE TABLE IF NOT EXISTS flowgate.schema_migrations
 ENGINE = ReplacingMergeTree
 ORDER BY version`;
 
+/**
+ * On a cluster, one record for the whole cluster: every node is a replica of
+ * it (no {shard} in the path), so an agent talking to any node sees what was
+ * applied. The replica name holds {shard} too: {replica} alone may repeat
+ * from one shard to the next.
+ */
+function clusterMigrationsTable(cluster: string): string {
+  return MIGRATIONS_TABLE.replace(
+    ' flowgate.schema_migrations',
+    ` flowgate.schema_migrations ON CLUSTER '${cluster}'`,
+  ).replace(
+    'ENGINE = ReplacingMergeTree',
+    "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/flowgate/schema_migrations', '{shard}-{replica}')",
+  );
+}
+
+function clusterVars(cluster: string | undefined): Record<string, string> {
+  if (cluster === undefined) return {};
+  if (!CLUSTER_NAME.test(cluster)) {
+    throw new StoreError(
+      `cluster name ${JSON.stringify(cluster)} is not valid: letters, digits, '_', '-' and '.' only`,
+      false,
+    );
+  }
+  // {shard} and {replica} are the servers' macros: kept as they are.
+  return { cluster, shard: '{shard}', replica: '{replica}' };
+}
+
 async function appliedVersions(client: ClickHouseClient): Promise<Map<string, string>> {
   const rs = await client.query({
     query: 'SELECT version, argMin(checksum, applied_at) AS checksum FROM flowgate.schema_migrations GROUP BY version',
@@ -134,12 +179,19 @@ async function appliedVersions(client: ClickHouseClient): Promise<Map<string, st
 }
 
 /** Apply what is not applied yet; returns the versions applied by this call. */
-export async function migrate(client: ClickHouseClient, schemaDir: string, retentionDays: number): Promise<string[]> {
-  const vars = retentionPlan(retentionDays);
+export async function migrate(
+  client: ClickHouseClient,
+  schemaDir: string,
+  retentionDays: number,
+  opts: MigrateOptions = {},
+): Promise<string[]> {
+  const { cluster } = opts;
+  const vars = { ...retentionPlan(retentionDays), ...clusterVars(cluster) };
   const migrations = loadMigrations(schemaDir);
   try {
-    await client.command({ query: 'CREATE DATABASE IF NOT EXISTS flowgate' });
-    await client.command({ query: MIGRATIONS_TABLE });
+    const onCluster = cluster === undefined ? '' : ` ON CLUSTER '${cluster}'`;
+    await client.command({ query: `CREATE DATABASE IF NOT EXISTS flowgate${onCluster}` });
+    await client.command({ query: cluster === undefined ? MIGRATIONS_TABLE : clusterMigrationsTable(cluster) });
     const applied = await appliedVersions(client);
     for (const m of migrations) {
       const recorded = applied.get(m.version);
@@ -165,7 +217,7 @@ export async function migrate(client: ClickHouseClient, schemaDir: string, reten
       });
       done.push(m.version);
     }
-    await syncTtls(client, vars);
+    await syncTtls(client, vars, cluster);
     return done;
   } catch (err) {
     throw toStoreError(err);
@@ -179,9 +231,14 @@ const TTL_CLAUSE = /\bTTL (.+?) \+ toIntervalDay\((\d+)\)/;
  * Make each table's TTL match the retention: tables created earlier keep the
  * days they were created with, so a changed --retention is applied here.
  * The flows table recalculates TTL info only (materialize_ttl_recalculate_only)
- * and drops whole parts, so this is cheap even on a big table.
+ * and drops whole parts, so this is cheap even on a big table. On a cluster
+ * the TTLs are those of the <table>_local tables, changed ON CLUSTER.
  */
-export async function syncTtls(client: ClickHouseClient, vars: Record<string, number>): Promise<string[]> {
+export async function syncTtls(
+  client: ClickHouseClient,
+  vars: Record<string, number | string>,
+  cluster?: string,
+): Promise<string[]> {
   const rs = await client.query({
     query: "SELECT name, engine_full FROM system.tables WHERE database = 'flowgate'",
     format: 'JSONEachRow',
@@ -189,12 +246,15 @@ export async function syncTtls(client: ClickHouseClient, vars: Record<string, nu
   const tables = await rs.json<{ name: string; engine_full: string }>();
   const changed: string[] = [];
   for (const t of tables) {
-    const key = TTL_KEYS[t.name];
+    const key = TTL_KEYS[cluster === undefined ? t.name : t.name.replace(/_local$/, '')];
     const m = TTL_CLAUSE.exec(t.engine_full);
     if (!key || !m) continue;
-    const want = vars[key]!;
+    const want = Number(vars[key]);
     if (Number(m[2]) === want) continue;
-    await client.command({ query: `ALTER TABLE flowgate.${t.name} MODIFY TTL ${m[1]} + toIntervalDay(${want})` });
+    const onCluster = cluster === undefined ? '' : ` ON CLUSTER '${cluster}'`;
+    await client.command({
+      query: `ALTER TABLE flowgate.${t.name}${onCluster} MODIFY TTL ${m[1]} + toIntervalDay(${want})`,
+    });
     changed.push(t.name);
   }
   return changed;

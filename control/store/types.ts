@@ -8,8 +8,12 @@ import type { IfaceCounterName, MalformedReason } from '../datapath/layout.js';
 export type StoreTarget =
   /** Embedded engine under `dir` (chdb is loaded only in this mode). */
   | { kind: 'embedded'; dir: string }
-  /** http(s)://user:pass@host:port[/?database=…]; TLS when https. */
-  | { kind: 'server'; url: string };
+  /**
+   * http(s)://user:pass@host:port[/?database=…]; TLS when https. With
+   * `cluster` (--clickhouse-cluster), the server is a node of that cluster:
+   * the schema is schema/cluster/'s, created ON CLUSTER.
+   */
+  | { kind: 'server'; url: string; cluster?: string };
 
 export interface StoreOptions {
   target: StoreTarget;

@@ -322,6 +322,16 @@ test('each bad flag or value exits non-zero with one line naming the flag', asyn
     [['top', '--iface', 'eth/0'], /^flowgate: --iface "eth\/0" is not an interface name$/],
     [['top', '--bogus'], /unknown option '--bogus'/],
     [['nosuchcommand'], /unknown command 'nosuchcommand'/],
+    // Refused before the agent starts (no such interface either, should that ever change).
+    [
+      ['run', '--iface', 'fgnone0', '--clickhouse-cluster', 'c1'],
+      /^flowgate: --clickhouse-cluster needs --clickhouse-url \(the embedded store is a single node\)$/,
+    ],
+    [
+      ['run', '--iface', 'fgnone0', '--clickhouse-url', 'http://127.0.0.1:1', '--clickhouse-cluster', "c1' --"],
+      /^flowgate: --clickhouse-cluster must be a cluster name \(letters, digits, '_', '-', '\.'\), got "c1' --"$/,
+    ],
+    [['run', '--iface', 'fgnone0', '--clickhouse-cluster'], /--clickhouse-cluster/],
   ];
   const runs = await pool(
     cases.map(
