@@ -19,6 +19,7 @@ import {
   type LpmEntry,
   type PrefixBytes,
 } from '../datapath/layout.js';
+import { prefixContains } from './prefix.js';
 import { RuleError, type Rule } from './rule.js';
 
 export interface CompiledRules {
@@ -62,20 +63,6 @@ export function prefixOrderKey(p: PrefixBytes): number | bigint {
   return (p.addr.readBigUInt64BE(0) << 72n) | (p.addr.readBigUInt64BE(8) << 8n) | BigInt(p.len);
 }
 
-function contains(outer: PrefixBytes, inner: PrefixBytes): boolean {
-  if (outer.family !== inner.family || outer.len > inner.len) return false;
-  if (outer.family === Family.ipv4) {
-    const scale = 2 ** (32 - outer.len);
-    return Math.floor(ipv4Value(outer) / scale) === Math.floor(ipv4Value(inner) / scale);
-  }
-  const full = outer.len >> 3;
-  if (outer.addr.compare(inner.addr, 0, full, 0, full) !== 0) return false;
-  const rest = outer.len & 7;
-  if (rest === 0) return true;
-  const mask = (0xff << (8 - rest)) & 0xff;
-  return (outer.addr[full]! & mask) === (inner.addr[full]! & mask);
-}
-
 /** Dedupe per prefix, then fold every covering prefix's verdict into each prefix. */
 export function resolveLpm(entries: LpmEntry[]): LpmEntry[] {
   // IPv4 keys are numbers, IPv6 keys strings: the two never collide.
@@ -101,7 +88,7 @@ export function resolveLpm(entries: LpmEntry[]): LpmEntry[] {
     // so a stack of the open ancestors gives each prefix its covering chain.
     const stack: LpmEntry[] = [];
     for (const e of family) {
-      while (stack.length && !contains(stack[stack.length - 1]!.prefix, e.prefix)) stack.pop();
+      while (stack.length && !prefixContains(stack[stack.length - 1]!.prefix, e.prefix)) stack.pop();
       const parent = stack[stack.length - 1];
       const resolved = parent && compareRank(parent, e) < 0 ? { ...parent, prefix: e.prefix } : e;
       out.push(resolved);

@@ -138,18 +138,22 @@ export function parsePrefix(text: string): ParsedPrefix {
   return ipv4Prefix(Number(IPv4.fromDecimalDottedString(addr).getValue()), len);
 }
 
-/** Do two prefixes share an address (one contains the other)? Different families never do. */
-export function prefixesOverlap(a: PrefixBytes, b: PrefixBytes): boolean {
-  if (a.family !== b.family) return false;
-  const len = Math.min(a.len, b.len);
-  const full = len >> 3;
-  if (a.family === Family.ipv4) {
-    const scale = 2 ** (32 - len);
-    return Math.floor(ipv4Value(a) / scale) === Math.floor(ipv4Value(b) / scale);
+/** Is every address of `inner` inside `outer`? Different families never are. */
+export function prefixContains(outer: PrefixBytes, inner: PrefixBytes): boolean {
+  if (outer.family !== inner.family || outer.len > inner.len) return false;
+  if (outer.family === Family.ipv4) {
+    const scale = 2 ** (32 - outer.len);
+    return Math.floor(ipv4Value(outer) / scale) === Math.floor(ipv4Value(inner) / scale);
   }
-  if (a.addr.compare(b.addr, 0, full, 0, full) !== 0) return false;
-  const rest = len & 7;
+  const full = outer.len >> 3;
+  if (outer.addr.compare(inner.addr, 0, full, 0, full) !== 0) return false;
+  const rest = outer.len & 7;
   if (rest === 0) return true;
   const mask = (0xff << (8 - rest)) & 0xff;
-  return (a.addr[full]! & mask) === (b.addr[full]! & mask);
+  return (outer.addr[full]! & mask) === (inner.addr[full]! & mask);
+}
+
+/** Do two prefixes share an address (one contains the other)? */
+export function prefixesOverlap(a: PrefixBytes, b: PrefixBytes): boolean {
+  return a.len <= b.len ? prefixContains(a, b) : prefixContains(b, a);
 }
