@@ -411,6 +411,23 @@ export class Datapath {
     return v ? decodeRuleStats(v) : { packets: 0, bytes: 0 };
   }
 
+  /**
+   * Every rule id whose counters are not zero, with them: one batch read of
+   * the whole counter array (sized --max-rules, mostly ids that matched
+   * nothing, skipped before decoding).
+   */
+  async ruleStatsAll(): Promise<Map<number, { packets: number; bytes: number }>> {
+    const buf = await this.native.dumpAll('rule_stats');
+    const rec = 4 + RULE_STATS.size;
+    const out = new Map<number, { packets: number; bytes: number }>();
+    for (let b = 0; b + rec <= buf.length; b += rec) {
+      let any = 0;
+      for (let w = b + 4; w < b + rec; w += 4) any |= buf.readUInt32LE(w);
+      if (any !== 0) out.set(buf.readUInt32LE(b), decodeRuleStats(buf.subarray(b + 4, b + rec)));
+    }
+    return out;
+  }
+
   /** Zero rule ids' counters (when the ids are given to new rules): one syscall for one id, one batch for many. */
   async resetRuleStats(ruleIds: readonly number[]): Promise<void> {
     if (ruleIds.length === 1) {

@@ -7,13 +7,7 @@
  * to the new one.
  */
 import type { Datapath } from '../datapath/datapath.js';
-import {
-  RULE_STATS,
-  decodeRuleStats,
-  encodeComplexRules,
-  encodeLpmEntries,
-  type LpmEntry,
-} from '../datapath/layout.js';
+import { encodeComplexRules, encodeLpmEntries, type LpmEntry } from '../datapath/layout.js';
 import { loadNative } from '../../native/index.js';
 import { compileRules, encodeRuleTables, isPlain, prefixOrderKey, type RuleTables } from './compile.js';
 import { LpmIndex, encodeLpmDelta, type LpmDelta, type LpmRef } from './lpm-index.js';
@@ -178,12 +172,7 @@ export class DatapathRules implements KernelRules {
    */
   async resetStats(ids: readonly number[]): Promise<void> {
     if (ids.length <= 1024) return this.dp.resetRuleStats(ids);
-    const counted = new Set<number>();
-    const buf = await this.dp.native.dumpAll('rule_stats');
-    const rec = 4 + RULE_STATS.size;
-    for (let b = 0; b + rec <= buf.length; b += rec) {
-      if (buf.readBigUInt64LE(b + 4) !== 0n || buf.readBigUInt64LE(b + 12) !== 0n) counted.add(buf.readUInt32LE(b));
-    }
+    const counted = await this.dp.ruleStatsAll();
     await this.dp.resetRuleStats(ids.filter((id) => counted.has(id)));
   }
 
@@ -194,16 +183,9 @@ export class DatapathRules implements KernelRules {
    * rule and zeroed) counts from zero.
    */
   async counterDeltas(): Promise<RuleCounterDelta[]> {
-    const buf = await this.dp.native.dumpAll('rule_stats');
-    const rec = 4 + RULE_STATS.size;
+    const next = await this.dp.ruleStatsAll();
     const out: RuleCounterDelta[] = [];
-    const next = new Map<number, { packets: number; bytes: number }>();
-    for (let b = 0; b + rec <= buf.length; b += rec) {
-      // Most of the array is rules that never matched: skip them before decoding.
-      if (buf.readBigUInt64LE(b + 4) === 0n) continue;
-      const ruleId = buf.readUInt32LE(b);
-      const now = decodeRuleStats(buf.subarray(b + 4, b + rec));
-      next.set(ruleId, now);
+    for (const [ruleId, now] of next) {
       const was = this.last.get(ruleId);
       const base = was && was.packets <= now.packets ? was : { packets: 0, bytes: 0 };
       if (now.packets > base.packets) {
