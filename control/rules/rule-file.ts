@@ -40,11 +40,9 @@ export const COMPACT_AFTER = 10_000;
 
 export interface RuleFileState {
   rules: Map<number, StoredRule>;
-  /** The next id to give a rule (ids are never reused, so counters and history stay unambiguous). */
-  nextId: number;
 }
 
-type JournalRecord = { op: 'put'; rule: StoredRule; nextId: number } | { op: 'del'; id: number; nextId: number };
+type JournalRecord = { op: 'put'; rule: StoredRule } | { op: 'del'; id: number };
 
 export class RuleFileError extends Error {}
 
@@ -56,7 +54,6 @@ export interface PreparedSnapshot {
 interface SnapshotHeader {
   format?: string;
   version?: number;
-  nextId?: number;
   count?: number;
 }
 
@@ -118,7 +115,7 @@ export class RuleFile {
   /** Read the snapshot and replay the journal (both optional: a first start has neither). */
   load(): RuleFileState {
     mkdirSync(this.dir, { recursive: true, mode: 0o750 });
-    const state: RuleFileState = { rules: new Map(), nextId: 1 };
+    const state: RuleFileState = { rules: new Map() };
     if (existsSync(this.snapshotPath)) this.readSnapshot(state);
     this.journalLength = 0;
     if (existsSync(this.journalPath)) {
@@ -136,7 +133,6 @@ export class RuleFile {
         }
         if (rec.op === 'put') state.rules.set(rec.rule.id, rec.rule);
         else state.rules.delete(rec.id);
-        state.nextId = Math.max(state.nextId, rec.nextId);
         this.journalLength++;
       }
     }
@@ -176,7 +172,6 @@ export class RuleFile {
     if (header.count !== undefined && header.count !== state.rules.size) {
       throw new RuleFileError(`${this.snapshotPath}: has ${state.rules.size} rules, its header says ${header.count}`);
     }
-    state.nextId = Math.max(state.nextId, header.nextId ?? 1);
   }
 
   /** Append changes and make them durable (one fdatasync for all of them). */
@@ -188,17 +183,17 @@ export class RuleFile {
     this.journalLength += records.length;
   }
 
-  put(rule: StoredRule, nextId: number): void {
-    this.append([{ op: 'put', rule, nextId }]);
+  put(rule: StoredRule): void {
+    this.append([{ op: 'put', rule }]);
   }
 
-  del(id: number, nextId: number): void {
-    this.append([{ op: 'del', id, nextId }]);
+  del(id: number): void {
+    this.append([{ op: 'del', id }]);
   }
 
   /** Write a new snapshot (atomically), then empty the journal. */
-  async snapshot(rules: Iterable<StoredRule>, count: number, nextId: number): Promise<void> {
-    (await this.prepareSnapshot(rules, count, nextId)).commit();
+  async snapshot(rules: Iterable<StoredRule>, count: number): Promise<void> {
+    (await this.prepareSnapshot(rules, count)).commit();
   }
 
   /**
@@ -209,11 +204,11 @@ export class RuleFile {
    * the event loop between buffers, so the kernel writes it overlaps with
    * (callbacks on this thread between batch calls) keep going.
    */
-  async prepareSnapshot(rules: Iterable<StoredRule>, count: number, nextId: number): Promise<PreparedSnapshot> {
+  async prepareSnapshot(rules: Iterable<StoredRule>, count: number): Promise<PreparedSnapshot> {
     const tmp = `${this.snapshotPath}.tmp`;
     const fd = openSync(tmp, 'w', 0o640);
     try {
-      writeAll(fd, JSON.stringify({ format: FORMAT, version: VERSION, nextId, count }) + '\n');
+      writeAll(fd, JSON.stringify({ format: FORMAT, version: VERSION, count }) + '\n');
       // Lines go straight into a reused buffer, written out when full: joining a million
       // strings first costs more than making them.
       const buf = Buffer.allocUnsafe(4 << 20);

@@ -170,8 +170,6 @@ export class RuleService implements RuleApi {
   private lowFree = 1;
   /** Ids of rules that expire (the expiry timer looks at these only). */
   private expiring = new Set<number>();
-  /** Every id below this may be free; ids are given lowest free first, so they stay below --max-rules. */
-  private nextId = 1;
   private readonly queue = new SerialQueue();
   private readonly file: RuleFile;
   private expiryTimer?: NodeJS.Timeout;
@@ -193,7 +191,6 @@ export class RuleService implements RuleApi {
   static async open(deps: RuleServiceDeps): Promise<RuleService> {
     const svc = new RuleService(deps);
     const state = svc.file.load();
-    svc.nextId = state.nextId;
     const now = svc.now();
     const expired: StoredRule[] = [];
     for (const stored of state.rules.values()) {
@@ -207,7 +204,6 @@ export class RuleService implements RuleApi {
       }
       if (rule.expiresAt && rule.expiresAt <= now) expired.push(stored);
       else svc.entries.set(rule.id, { rule, createdAt: stored.createdAt, updatedAt: stored.updatedAt, stored });
-      svc.nextId = Math.max(svc.nextId, rule.id + 1);
     }
     for (const e of svc.entries.values()) {
       if (e.rule.iface !== undefined && !deps.ifaceExists(e.rule.iface)) {
@@ -219,7 +215,7 @@ export class RuleService implements RuleApi {
     }
     await deps.kernel.load(svc.all());
     if (expired.length) {
-      for (const s of expired) svc.file.del(s.id, svc.nextId);
+      for (const s of expired) svc.file.del(s.id);
       svc.recordHistory(
         expired.map((s) => ({ ts: now, op: 'expire', ruleId: s.id, before: JSON.stringify(s), after: '' })),
       );
@@ -349,7 +345,6 @@ export class RuleService implements RuleApi {
       const stamp = now.toISOString();
       const entry: Entry = { rule, createdAt: stamp, updatedAt: stamp };
       const stored = storedOf(entry);
-      const nextId = this.nextId;
       await this.deps.kernel.resetStats([id]);
       this.setEntry(entry);
       try {
@@ -360,13 +355,12 @@ export class RuleService implements RuleApi {
       }
       hooks?.onEnforced?.();
       try {
-        this.file.put(stored, nextId);
+        this.file.put(stored);
       } catch (err) {
         this.deleteEntry(id);
         await this.deps.kernel.change([], [rule], () => this.all());
         throw err;
       }
-      this.nextId = nextId;
       this.recordHistory([{ ts: now, op: 'add', ruleId: id, before: '', after: JSON.stringify(stored) }]);
       this.armExpiry();
       return { rule: stored, warnings: normaliseWarnings(spec, rule, '') };
@@ -398,7 +392,7 @@ export class RuleService implements RuleApi {
     }
     hooks?.onEnforced?.();
     try {
-      this.file.append(gone.map((e) => ({ op: 'del' as const, id: e.rule.id, nextId: this.nextId })));
+      this.file.append(gone.map((e) => ({ op: 'del' as const, id: e.rule.id })));
     } catch (err) {
       for (const e of gone) this.setEntry(e);
       await this.deps.kernel.change(
@@ -422,7 +416,6 @@ export class RuleService implements RuleApi {
       const stamp = now.toISOString();
       // Ids first: named ids are kept, the others get the lowest ids no named rule holds.
       const named = new Set<number>();
-      const nextId = this.nextId;
       for (let i = 0; i < specs.length; i++) {
         const spec = specs[i]!;
         if (spec.id === undefined) continue;
@@ -463,7 +456,7 @@ export class RuleService implements RuleApi {
       // The kernel's batch writes run on the thread pool: meanwhile this thread writes the new
       // snapshot to a temporary file. It replaces the old one only once the kernel has switched.
       const loaded = this.deps.kernel.load(Array.from(next.values(), (e) => e.rule)).then(() => hooks?.onEnforced?.());
-      const preparing = this.file.prepareSnapshot(storedCopies(next.values()), next.size, nextId);
+      const preparing = this.file.prepareSnapshot(storedCopies(next.values()), next.size);
       const [kernel, file] = await Promise.allSettled([loaded, preparing]);
       const prepared = file.status === 'fulfilled' ? file.value : undefined;
       if (kernel.status === 'rejected') {
@@ -480,7 +473,6 @@ export class RuleService implements RuleApi {
       }
       this.entries = next;
       this.reindex();
-      this.nextId = nextId;
       this.recordReplaceHistory(before, next, now);
       this.armExpiry();
       return { count: next.size, warnings, warningCount };
@@ -556,7 +548,7 @@ export class RuleService implements RuleApi {
 
   private async compact(): Promise<void> {
     try {
-      await this.file.snapshot(storedCopies(this.entries.values()), this.entries.size, this.nextId);
+      await this.file.snapshot(storedCopies(this.entries.values()), this.entries.size);
     } catch (err) {
       // The journal still has every change; compaction is retried after the next one.
       this.deps.log.warn({ err: (err as Error).message }, 'rule snapshot failed; the journal keeps the changes');
