@@ -28,6 +28,8 @@
  * | activeFlowSlotFillRatio | flowgate_active_flow_slot_fill_ratio | gauge | |
  * | ruleEnforceLatency | flowgate_rule_enforce_latency_seconds | histogram | |
  * | rules | flowgate_rules | gauge | |
+ * | rulesSyncs | flowgate_rules_syncs_total | counter | result = ok, failed (--rules-source store) |
+ * | rulesLastSync | flowgate_rules_last_sync_timestamp_seconds | gauge | (last check the store answered) |
  *
  * The agent feeds it through AgentMetricsSink (control/agent/agent.ts):
  * drained(), inserted(), storeError(), spool(), fill(), ifaceStats(). Rules
@@ -94,6 +96,8 @@ export class Metrics implements AgentMetricsSink {
   readonly activeFlowSlotFillRatio: Gauge;
   readonly ruleEnforceLatency: Histogram;
   readonly rules: Gauge;
+  readonly rulesSyncs: Counter<'result'>;
+  readonly rulesLastSync: Gauge;
 
   /** Last total seen by setTotal(), per counter and label set. */
   private readonly lastTotals = new WeakMap<Counter<string>, Map<string, number>>();
@@ -213,6 +217,18 @@ export class Metrics implements AgentMetricsSink {
       registers,
     });
 
+    this.rulesSyncs = new Counter({
+      name: 'flowgate_rules_syncs_total',
+      help: "Checks of the fleet's rule set in the store (--rules-source store), by whether the store answered.",
+      labelNames: ['result'],
+      registers,
+    });
+    this.rulesLastSync = new Gauge({
+      name: 'flowgate_rules_last_sync_timestamp_seconds',
+      help: "When the fleet's rule set was last checked successfully (alert when it falls behind).",
+      registers,
+    });
+
     // Make the drain triggers visible at 0 before the first drain.
     for (const trigger of ['interval', 'early', 'shutdown']) this.drains.inc({ trigger }, 0);
   }
@@ -262,6 +278,12 @@ export class Metrics implements AgentMetricsSink {
         malformed: s.malformed,
       });
     }
+  }
+
+  /** After each check of the fleet's rule set. */
+  rulesSynced(ok: boolean): void {
+    this.rulesSyncs.inc({ result: ok ? 'ok' : 'failed' });
+    if (ok) this.rulesLastSync.set(Date.now() / 1000);
   }
 
   // ---- exposition and helpers ---------------------------------------------

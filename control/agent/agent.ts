@@ -17,7 +17,9 @@ import { LocalShip } from './local-ship.js';
 import { ShipClient, type Ship } from './ship-client.js';
 import { Spool } from './spool.js';
 import { IfaceHistory } from './iface-history.js';
-import { RuleService } from '../rules/service.js';
+import { RuleService, type RuleUpstream } from '../rules/service.js';
+import { FleetSync, StoreUpstream } from '../rules/fleet.js';
+import { ClickHouseRuleStore } from '../store/rule-store.js';
 import { DatapathRules, ifaceExists } from '../rules/kernel-rules.js';
 import type { RuleApi } from '../rules/types.js';
 import type { AgentApi, AgentStatus, InterfaceStatus, XdpModeOption } from './types.js';
@@ -44,6 +46,12 @@ export interface AgentConfig {
   unpinOnExit: boolean;
   /** Where the rule set is kept (rules.json, rules.journal); default <spool dir>/../rules. */
   rulesDir?: string;
+  /**
+   * local: this agent's own set (default). store: the fleet's set in the
+   * ClickHouse server (a server store only), checked every syncIntervalMs;
+   * the rules directory then holds the last set synced.
+   */
+  rules?: { source: 'local' } | { source: 'store'; syncIntervalMs: number };
 }
 
 /** What the agent reports to metrics; control/metrics.ts implements it. */
@@ -54,6 +62,8 @@ export interface AgentMetricsSink {
   spool(batches: number, bytes: number): void;
   fill(ratio: number): void;
   ifaceStats(stats: IfaceStats[], ifaceName: (ifindex: number) => string): void;
+  /** After each check of the fleet's rule set (--rules-source store): did the store answer. */
+  rulesSynced?(ok: boolean): void;
 }
 
 export interface AgentDeps {
@@ -89,6 +99,8 @@ export class Agent implements AgentApi {
   private stopping?: Promise<void>;
   private ruleService!: RuleService;
   private readonly kernelRules: DatapathRules;
+  private ruleStore?: ClickHouseRuleStore;
+  private fleetSync?: FleetSync;
 
   private constructor(
     readonly config: AgentConfig,
@@ -115,6 +127,8 @@ export class Agent implements AgentApi {
     try {
       await agent.init();
     } catch (err) {
+      await agent.fleetSync?.stop();
+      await agent.ruleStore?.close().catch(() => undefined);
       await agent.shipper?.stop(1000).catch(() => undefined);
       dp.close();
       throw err;
@@ -153,15 +167,35 @@ export class Agent implements AgentApi {
       config.store.kind === 'embedded'
         ? new ShipClient(shipOpts, shipEvents)
         : new LocalShip(shipOpts, shipEvents, log);
-    // The rule set first: a fresh start enforces it from the first packet.
+    // The rule set first: a fresh start enforces it from the first packet (in a fleet, the last set synced).
+    const rulesLog = log.child({ part: 'rules' });
+    let upstream: RuleUpstream | undefined;
+    const fleet = config.rules?.source === 'store';
+    if (fleet) {
+      if (config.store.kind !== 'server') throw new Error('--rules-source store needs --clickhouse-url');
+      this.ruleStore = await ClickHouseRuleStore.open(config.store);
+      upstream = new StoreUpstream(this.ruleStore, config.host);
+    }
     this.ruleService = await RuleService.open({
       kernel: this.kernelRules,
       dir: config.rulesDir ?? path.join(path.dirname(config.spoolDir), 'rules'),
-      ifaceExists,
-      log: log.child({ part: 'rules' }),
+      // A fleet's rule may name a NIC other hosts have: here it matches nothing.
+      ifaceExists: fleet ? () => true : ifaceExists,
+      log: rulesLog,
       maxId: dp.config().maxRules - 1,
       history: (rows) => this.shipper?.ruleHistory(rows.map((r) => ({ ...r, host: config.host }))),
+      upstream,
     });
+    if (this.ruleStore && config.rules?.source === 'store') {
+      this.fleetSync = new FleetSync({
+        service: this.ruleService,
+        store: this.ruleStore,
+        intervalMs: config.rules.syncIntervalMs,
+        log: rulesLog,
+        onSync: (ok) => deps.metrics.rulesSynced?.(ok),
+      });
+      this.fleetSync.start();
+    }
     for (const name of config.ifaces) await this.attach(name);
 
     this.collector = new Collector({
@@ -331,7 +365,9 @@ export class Agent implements AgentApi {
     clearInterval(this.drainTimer);
     clearInterval(this.fillTimer);
     const { log } = this.deps;
+    await this.fleetSync?.stop();
     await this.ruleService?.close();
+    await this.ruleStore?.close();
     const last = await this.drain('shutdown');
     log.info({ flows: last?.flows ?? 0 }, 'final drain done; flushing the spool');
     await this.shipper.stop(10_000);

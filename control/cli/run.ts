@@ -34,6 +34,7 @@ export const DEFAULTS = {
   maxPrefixes: 1_100_000,
   spoolMax: 1024 * 1024 * 1024,
   earlyDrainFill: 0.5,
+  rulesSyncInterval: '10s',
 };
 
 interface RunOptions {
@@ -55,6 +56,8 @@ interface RunOptions {
   unpin: boolean;
   tlsCert?: string;
   tlsKey?: string;
+  rulesSource: 'local' | 'store';
+  rulesSyncInterval: number;
 }
 
 /** Token from --api-token-file, else FLOWGATE_API_TOKEN; a file that cannot be read names the flag. */
@@ -108,6 +111,12 @@ export function readTls(certFile?: string, keyFile?: string): { cert: Buffer; ke
     throw new FlagError('--tls-key', `${keyFile} is not the key of the certificate in ${certFile}`);
   }
   return { cert, key };
+}
+
+/** --rules-source: local (this agent's own set) or store (the fleet's, in the ClickHouse server). */
+export function parseRulesSource(flag: string, text: string): 'local' | 'store' {
+  if (text === 'local' || text === 'store') return text;
+  throw new FlagError(flag, `must be local or store, got "${text}"`);
 }
 
 /** --clickhouse-cluster: a cluster name of the server's remote_servers (it goes into ON CLUSTER '<name>'). */
@@ -176,9 +185,27 @@ export function registerRun(program: Command): void {
     )
     .option('--host <name>', 'host name stored with every flow', defaultHost())
     .option('--unpin', 'detach and remove the pins on exit (enforcement stops)', false)
+    .option(
+      '--rules-source <local|store>',
+      "local: this agent's own rule set; store: the set every agent sharing the --clickhouse-url store enforces",
+      (v: string) => parseRulesSource('--rules-source', v),
+      'local',
+    )
+    .option(
+      '--rules-sync-interval <duration>',
+      'with --rules-source store: how often the shared rule set is checked for changes',
+      (v: string) => parseDuration('--rules-sync-interval', v),
+      parseDuration('--rules-sync-interval', DEFAULTS.rulesSyncInterval),
+    )
     .action(async (opts: RunOptions) => {
       if (opts.clickhouseCluster !== undefined && opts.clickhouseUrl === undefined) {
         throw new FlagError('--clickhouse-cluster', 'needs --clickhouse-url (the embedded store is a single node)');
+      }
+      if (opts.rulesSource === 'store' && opts.clickhouseUrl === undefined) {
+        throw new FlagError(
+          '--rules-source',
+          'store needs --clickhouse-url: the agents share the rule set through one ClickHouse server',
+        );
       }
       const tls = readTls(opts.tlsCert, opts.tlsKey);
       const token = readToken(opts.apiTokenFile);
@@ -210,6 +237,10 @@ export function registerRun(program: Command): void {
         bpffs: path.resolve(opts.bpffs),
         host: opts.host,
         unpinOnExit: opts.unpin,
+        rules:
+          opts.rulesSource === 'store'
+            ? { source: 'store', syncIntervalMs: opts.rulesSyncInterval }
+            : { source: 'local' },
       };
       const metrics = new Metrics();
       const agent = await Agent.start(config, { log, metrics });

@@ -12,6 +12,12 @@
  * Expiry: one timer for the earliest expiresAt; when it fires, every rule
  * due by then is removed like a DELETE (history op "expire"). Rules that
  * expired while the agent was down are removed when it starts.
+ *
+ * In a fleet (--rules-source store, fleet.ts) an upstream holds the set the
+ * agents share: a mutation is written there after validation and before the
+ * kernel (a store that cannot be reached changes nothing), and sync() takes
+ * the set the store has, changes made elsewhere included. The rules file is
+ * then this agent's last good copy of it.
  */
 import type { Logger } from 'pino';
 import { SerialQueue } from '../util/serial.js';
@@ -42,6 +48,28 @@ export interface KernelRules {
   resetStats(ids: readonly number[]): Promise<void>;
 }
 
+/**
+ * Where a fleet's rule set is kept (fleet.ts). Every method throws a
+ * RuleRequestError (503) when it cannot be reached.
+ */
+export interface RuleUpstream {
+  /** Record a new rule under its id; false when another writer holds that id (not yet synced here). */
+  claim(rule: StoredRule): Promise<boolean>;
+  /** Record rules (new versions) and ids that no longer have one. */
+  write(put: Iterable<StoredRule>, removed: readonly number[]): Promise<void>;
+  /** Make the set exactly `all` (every other id removed). */
+  replace(all: Iterable<StoredRule>): Promise<void>;
+}
+
+/** What sync() did. */
+export interface SyncResult {
+  added: number;
+  removed: number;
+  changed: number;
+  /** Rules of the upstream set this agent refused, each naming the field (`rule 42: src: …`). */
+  refused: string[];
+}
+
 export type RuleHistoryOp = 'add' | 'delete' | 'expire' | 'replace';
 
 export interface RuleHistoryRow {
@@ -66,8 +94,12 @@ export interface RuleServiceDeps {
   now?: () => Date;
   /** Largest rule id: the kernel counts rule traffic in an array indexed by id (--max-rules). */
   maxId?: number;
+  /** The fleet's shared set (--rules-source store); mutations go there first. */
+  upstream?: RuleUpstream;
 }
 
+/** Ids tried for one new fleet rule before giving up (each lost claim means another writer took it). */
+const MAX_CLAIMS = 16;
 /** Replace lists this many warnings (the count covers all). */
 const MAX_WARNINGS = 100;
 /** Detailed history rows for a replace; beyond this one summary row says how many more changed. */
@@ -341,16 +373,33 @@ export class RuleService implements RuleApi {
         id = this.lowFree = this.freeId(this.lowFree, (i) => this.entries.has(i));
       } else id = this.checkId(spec.id, '');
       if (this.entries.has(id)) throw new RuleRequestError(409, 'id', `a rule with id ${id} exists already`);
-      const rule = this.parse(spec, id, now);
       const stamp = now.toISOString();
-      const entry: Entry = { rule, createdAt: stamp, updatedAt: stamp };
+      let entry: Entry = { rule: this.parse(spec, id, now), createdAt: stamp, updatedAt: stamp };
+      const upstream = this.deps.upstream;
+      if (upstream) {
+        // Another agent may have given the id to a rule this one has not synced yet: the store decides.
+        for (let claims = 1; !(await upstream.claim(storedOf(entry))); claims++) {
+          if (spec.id !== undefined) {
+            throw new RuleRequestError(409, 'id', `a rule with id ${id} exists already in the fleet's rule set`);
+          }
+          if (claims >= MAX_CLAIMS) {
+            throw new RuleRequestError(503, undefined, `no free rule id could be claimed in ${MAX_CLAIMS} tries`);
+          }
+          id = this.freeId(id + 1, (i) => this.entries.has(i));
+          entry = { rule: { ...entry.rule, id }, createdAt: stamp, updatedAt: stamp };
+        }
+      }
+      const { rule } = entry;
       const stored = storedOf(entry);
+      // Undo the claim when this agent cannot apply the rule (best effort: the error says what failed).
+      const unclaim = (): Promise<void> => upstream?.write([], [id]).catch(() => undefined) ?? Promise.resolve();
       await this.deps.kernel.resetStats([id]);
       this.setEntry(entry);
       try {
         await this.deps.kernel.change([rule], [], () => this.all());
       } catch (err) {
         this.deleteEntry(id);
+        await unclaim();
         throw err;
       }
       hooks?.onEnforced?.();
@@ -359,6 +408,7 @@ export class RuleService implements RuleApi {
       } catch (err) {
         this.deleteEntry(id);
         await this.deps.kernel.change([], [rule], () => this.all());
+        await unclaim();
         throw err;
       }
       this.recordHistory([{ ts: now, op: 'add', ruleId: id, before: '', after: JSON.stringify(stored) }]);
@@ -379,6 +429,14 @@ export class RuleService implements RuleApi {
   ): Promise<StoredRule[]> {
     const gone = ids.map((id) => this.entries.get(id)).filter((e): e is Entry => e !== undefined);
     if (gone.length === 0) return [];
+    // A delete is the fleet's; an expiry happens on every agent by itself (the store keeps the row, expired).
+    const upstream = op === 'delete' ? this.deps.upstream : undefined;
+    await upstream?.write(
+      [],
+      gone.map((e) => e.rule.id),
+    );
+    const undo = (): Promise<void> =>
+      upstream?.write(gone.map(storedOf), []).catch(() => undefined) ?? Promise.resolve();
     for (const e of gone) this.deleteEntry(e.rule.id);
     try {
       await this.deps.kernel.change(
@@ -388,6 +446,7 @@ export class RuleService implements RuleApi {
       );
     } catch (err) {
       for (const e of gone) this.setEntry(e);
+      await undo();
       throw err;
     }
     hooks?.onEnforced?.();
@@ -400,6 +459,7 @@ export class RuleService implements RuleApi {
         [],
         () => this.all(),
       );
+      await undo();
       throw err;
     }
     const ts = this.now();
@@ -452,31 +512,100 @@ export class RuleService implements RuleApi {
         const old = before.get(id);
         if (!old || (old !== e && !named.has(id))) fresh.push(id);
       }
-      await this.deps.kernel.resetStats(fresh);
-      // The kernel's batch writes run on the thread pool: meanwhile this thread writes the new
-      // snapshot to a temporary file. It replaces the old one only once the kernel has switched.
-      const loaded = this.deps.kernel.load(Array.from(next.values(), (e) => e.rule)).then(() => hooks?.onEnforced?.());
-      const preparing = this.file.prepareSnapshot(storedCopies(next.values()), next.size);
-      const [kernel, file] = await Promise.allSettled([loaded, preparing]);
-      const prepared = file.status === 'fulfilled' ? file.value : undefined;
-      if (kernel.status === 'rejected') {
-        prepared?.discard();
-        throw kernel.reason;
-      }
+      const upstream = this.deps.upstream;
+      await upstream?.replace(storedCopies(next.values()));
       try {
-        if (file.status === 'rejected') throw file.reason;
-        prepared!.commit();
+        await this.install(next, fresh, now, hooks);
       } catch (err) {
-        prepared?.discard();
-        await this.deps.kernel.load(Array.from(before.values(), (e) => e.rule));
+        await upstream?.replace(storedCopies(before.values())).catch(() => undefined);
         throw err;
       }
-      this.entries = next;
-      this.reindex();
-      this.recordReplaceHistory(before, next, now);
-      this.armExpiry();
       return { count: next.size, warnings, warningCount };
     });
+  }
+
+  /**
+   * Take the set the fleet's store has (fleet.ts): its ids and times, no
+   * upstream write. A rule this agent refuses (a row typed in by hand) is
+   * left out and named in `refused`; expired rules are left out. An
+   * interface missing on this host is no reason to refuse: the rule matches
+   * nothing here.
+   */
+  sync(rules: readonly StoredRule[]): Promise<SyncResult> {
+    return this.mutate(async () => {
+      const now = this.now();
+      const result: SyncResult = { added: 0, removed: 0, changed: 0, refused: [] };
+      const next = new Map<number, Entry>();
+      const fresh: number[] = [];
+      let retimed = false;
+      for (const s of rules) {
+        let rule: Rule;
+        try {
+          if (!Number.isInteger(s.id) || s.id < 1 || s.id > this.maxId) {
+            throw new RuleError('id', `must be a whole number from 1 to ${this.maxId}`);
+          }
+          rule = parseRule(s, s.id, now);
+        } catch (err) {
+          if (!(err instanceof RuleError)) throw err;
+          result.refused.push(`rule ${s.id}: ${err.message}`);
+          continue;
+        }
+        if (rule.expiresAt && rule.expiresAt <= now) continue;
+        const old = this.entries.get(rule.id);
+        if (old && sameRule(old.rule, rule)) {
+          // The store's times are the fleet's: take them, nothing to enforce.
+          if (old.createdAt !== s.createdAt || old.updatedAt !== s.updatedAt) {
+            old.createdAt = s.createdAt;
+            old.updatedAt = s.updatedAt;
+            old.stored = undefined;
+            retimed = true;
+          }
+          next.set(rule.id, old);
+          continue;
+        }
+        next.set(rule.id, { rule, createdAt: s.createdAt, updatedAt: s.updatedAt });
+        fresh.push(rule.id);
+        if (old) result.changed++;
+        else result.added++;
+      }
+      for (const id of this.entries.keys()) if (!next.has(id)) result.removed++;
+      if (fresh.length || result.removed) await this.install(next, fresh, now);
+      else if (retimed) await this.file.snapshot(storedCopies(this.entries.values()), this.entries.size);
+      return result;
+    });
+  }
+
+  /**
+   * Make `next` the set: counters of `fresh` ids zeroed, the kernel loaded
+   * (diffed against what it holds) while the snapshot is written beside it,
+   * the snapshot committed once the kernel switched. On failure the kernel
+   * is back on the old set and the old snapshot stays.
+   */
+  private async install(next: Map<number, Entry>, fresh: number[], now: Date, hooks?: MutationHooks): Promise<void> {
+    const before = this.entries;
+    await this.deps.kernel.resetStats(fresh);
+    // The kernel's batch writes run on the thread pool: meanwhile this thread writes the new
+    // snapshot to a temporary file. It replaces the old one only once the kernel has switched.
+    const loaded = this.deps.kernel.load(Array.from(next.values(), (e) => e.rule)).then(() => hooks?.onEnforced?.());
+    const preparing = this.file.prepareSnapshot(storedCopies(next.values()), next.size);
+    const [kernel, file] = await Promise.allSettled([loaded, preparing]);
+    const prepared = file.status === 'fulfilled' ? file.value : undefined;
+    if (kernel.status === 'rejected') {
+      prepared?.discard();
+      throw kernel.reason;
+    }
+    try {
+      if (file.status === 'rejected') throw file.reason;
+      prepared!.commit();
+    } catch (err) {
+      prepared?.discard();
+      await this.deps.kernel.load(Array.from(before.values(), (e) => e.rule));
+      throw err;
+    }
+    this.entries = next;
+    this.reindex();
+    this.recordReplaceHistory(before, next, now);
+    this.armExpiry();
   }
 
   private recordReplaceHistory(before: Map<number, Entry>, after: Map<number, Entry>, ts: Date): void {

@@ -71,11 +71,12 @@ export interface RuleReplace {
  * Thrown for a request that cannot be applied. `field` is a JSON path into
  * the request body (`src`, `rules/17/dstPorts`); routes answer 400 with
  * `body/<field>: <message>`. `status` 404 (no such rule) and 409 (id taken)
- * are the other cases.
+ * are the other cases, and 503: the fleet's rule store (--rules-source store)
+ * cannot be reached, so nothing was changed.
  */
 export class RuleRequestError extends Error {
   constructor(
-    readonly status: 400 | 404 | 409,
+    readonly status: 400 | 404 | 409 | 503,
     readonly field: string | undefined,
     message: string,
   ) {

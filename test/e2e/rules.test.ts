@@ -13,83 +13,47 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createSocket, type Socket } from 'node:dgram';
-import { once } from 'node:events';
 import { requirePrivileges } from '../lib/privileges.js';
-import { createVethPair, sendFrames, sh, type VethPair } from '../lib/netns.js';
+import { createVethPair, type VethPair } from '../lib/netns.js';
+import {
+  addressPair,
+  callApi,
+  deliver as deliverFrames,
+  receiver as listen,
+  udpFrame,
+  type Receiver,
+} from '../lib/udp-path.js';
 import { startAgent, type AgentProcess } from '../lib/agent.js';
-import { buildFrame, ipPacketLength } from '../lib/frames.js';
+import { ipPacketLength } from '../lib/frames.js';
 import { removeBpffs } from '../lib/datapath.js';
 import { eventually } from '../lib/eventually.js';
 
 const HOST_IP = '198.18.0.1';
 const PORT = 9999;
 
-interface Receiver {
-  count(): number;
-  close(): Promise<void>;
-}
-
-/** A UDP socket on the agent's side of the veth: what the filter let through reaches it. */
-async function receiver(): Promise<Receiver> {
-  const sock: Socket = createSocket('udp4');
-  let n = 0;
-  sock.on('message', () => n++);
-  sock.bind(PORT, HOST_IP);
-  await once(sock, 'listening');
-  return {
-    count: () => n,
-    close: () => new Promise((r) => sock.close(() => r())),
-  };
+/** The receiver on the agent's side. */
+function receiver(): Promise<Receiver> {
+  return listen(HOST_IP, PORT);
 }
 
 function setup(t: TestContext): VethPair | undefined {
   if (!requirePrivileges(t, ['root', 'bpf', 'netns'])) return undefined;
   const veth = createVethPair('fgr');
   t.after(() => veth.destroy());
-  sh('ip', ['addr', 'add', `${HOST_IP}/24`, 'dev', veth.host]);
-  sh('ip', ['-n', veth.ns, 'addr', 'add', '198.18.0.2/24', 'dev', veth.peer]);
+  addressPair(veth, HOST_IP, '198.18.0.2');
   return veth;
 }
 
 function udpFrom(veth: VethPair, src: string): Buffer {
-  return buildFrame({
-    eth: { src: veth.peerMac, dst: veth.hostMac },
-    ipv4: { src, dst: HOST_IP },
-    udp: { sport: 5555, dport: PORT },
-    payload: 32,
-  });
+  return udpFrame(veth, src, HOST_IP, PORT);
 }
 
 /** Send `count` frames from `src` and return how many reached the receiver. */
-async function deliver(veth: VethPair, rx: Receiver, src: string, count: number): Promise<number> {
-  const before = rx.count();
-  sendFrames(udpFrom(veth, src), { dev: veth.peer, ns: veth.ns, count });
-  // Delivery to the socket is asynchronous: wait until the count settles.
-  let last = -1;
-  for (let i = 0; i < 50 && rx.count() !== last; i++) {
-    last = rx.count();
-    await new Promise((r) => setTimeout(r, 40));
-  }
-  return rx.count() - before;
+function deliver(veth: VethPair, rx: Receiver, src: string, count: number): Promise<number> {
+  return deliverFrames(veth, rx, udpFrom(veth, src), count);
 }
 
-async function call<T = Record<string, unknown>>(
-  agent: AgentProcess,
-  method: string,
-  url: string,
-  body?: unknown,
-  token?: string,
-): Promise<{ status: number; body: T }> {
-  const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
-  if (token !== undefined) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(`${agent.api}/api/v1${url}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as T };
-}
+const call = callApi;
 
 interface StoredRule {
   id: number;

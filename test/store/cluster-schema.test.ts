@@ -92,7 +92,7 @@ function recordingClient(tables: Array<{ name: string; engine_full: string }> = 
 async function clusterStatements(): Promise<Recorded> {
   const { client, rec } = recordingClient();
   const applied = await migrate(client, clusterSchemaDir(), 30, { cluster: CLUSTER });
-  assert.deepEqual(applied, ['001_flows', '002_rollups', '003_counters', '004_rule_history']);
+  assert.deepEqual(applied, ['001_flows', '002_rollups', '003_counters', '004_rule_history', '005_rules']);
   return rec;
 }
 
@@ -104,13 +104,25 @@ async function singleTables(): Promise<Array<{ name: string; engine: string; eng
   );
 }
 
-const REPLICATED_ENGINE = /ENGINE = Replicated(\w*MergeTree)\('([^']*)', '([^']*)'\)/;
+/** Replicated engine: [1] the plain engine, [2] the Keeper path, [3] the replica, [4] the plain engine's own arguments. */
+const REPLICATED_ENGINE = /ENGINE = Replicated(\w*MergeTree)\('([^']*)', '([^']*)'(?:, ([^)]*))?\)/;
+
+/** Tables every node holds whole (one replication path for the cluster), not sharded: no _local, no Distributed. */
+const CLUSTER_WIDE = new Set(['rules']);
+
+/** The name of a single-node table's twin on the cluster. */
+function localName(table: string): string {
+  return CLUSTER_WIDE.has(table) ? table : `${table}_local`;
+}
 
 /** A cluster statement as it can run on one chDB node: no ON CLUSTER, plain engines, its own database. */
 function singleNodeCopy(sql: string): string {
   return sql
     .replaceAll(ON_CLUSTER, '')
-    .replace(REPLICATED_ENGINE, 'ENGINE = $1')
+    .replace(
+      REPLICATED_ENGINE,
+      (_m, engine: string, _path, _replica, args?: string) => `ENGINE = ${engine}(${args ?? ''})`,
+    )
     .replace(/\breplicated_deduplication_window\b/g, 'non_replicated_deduplication_window')
     .replace(/\bDATABASE IF NOT EXISTS flowgate\b/, `DATABASE IF NOT EXISTS ${COPY_DB}`)
     .replace(/\bflowgate\./g, `${COPY_DB}.`);
@@ -150,12 +162,23 @@ describe('cluster migrations', () => {
     );
     assert.deepEqual(
       inserts.map((i) => [i.table, (i.values as Array<{ version: string }>)[0]!.version]),
-      ['001_flows', '002_rollups', '003_counters', '004_rule_history'].map((v) => ['flowgate.schema_migrations', v]),
+      ['001_flows', '002_rollups', '003_counters', '004_rule_history', '005_rules'].map((v) => [
+        'flowgate.schema_migrations',
+        v,
+      ]),
     );
-    // Replication paths: one per table, under the shard's macro.
+    // The fleet's rule set is one for the whole cluster, like the record of migrations.
+    const rules = commands.find((sql) => sql.includes('CREATE TABLE IF NOT EXISTS flowgate.rules '))!;
+    assert.deepEqual(REPLICATED_ENGINE.exec(flat(rules))?.slice(1), [
+      'ReplacingMergeTree',
+      '/clickhouse/tables/flowgate/rules',
+      '{shard}-{replica}',
+      'version, deleted',
+    ]);
+    // Replication paths: one per sharded table, under the shard's macro.
     const paths = commands.flatMap((sql): Array<[string, string]> => {
       const m = REPLICATED_ENGINE.exec(sql);
-      return m && !sql.includes('schema_migrations') ? [[m[2]!, m[3]!]] : [];
+      return m && !sql.includes('schema_migrations') && sql !== rules ? [[m[2]!, m[3]!]] : [];
     });
     assert.equal(paths.length, 6);
     for (const [zkPath, replica] of paths) {
@@ -187,7 +210,7 @@ describe('cluster migrations', () => {
       assert.equal(local, `${name!}_local`);
       distributed.set(name!, key ?? '');
     }
-    const single = (await singleTables()).map((t) => t.name);
+    const single = (await singleTables()).map((t) => t.name).filter((t) => !CLUSTER_WIDE.has(t));
     assert.deepEqual([...distributed.keys()].sort(), single);
     assert.equal(distributed.get('flows'), 'cityHash64(src_addr)');
     // talkers_1h is filled from flows on each shard: same key, so shard pruning by source is right.
@@ -204,9 +227,9 @@ describe('cluster migrations', () => {
       `SELECT name, engine_full FROM system.tables WHERE database = '${COPY_DB}' ` +
         "AND engine LIKE '%MergeTree' AND name != 'schema_migrations' ORDER BY name",
     );
-    assert.deepEqual(copies.map((c) => c.name).sort(), single.map((t) => `${t.name}_local`).sort());
+    assert.deepEqual(copies.map((c) => c.name).sort(), single.map((t) => localName(t.name)).sort());
     for (const t of single) {
-      const local = `${t.name}_local`;
+      const local = localName(t.name);
       const statement = commands.find((s) => s.includes(`CREATE TABLE IF NOT EXISTS flowgate.${local} `))!;
       assert.equal(REPLICATED_ENGINE.exec(statement)?.[1], t.engine, `${local} is Replicated${t.engine}`);
       // The engine swapped back and the dedup window renamed, the whole definition is the same.

@@ -10,47 +10,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import pino from 'pino';
-import type { Rule } from '../../control/rules/rule.js';
 import type { RuleFile } from '../../control/rules/rule-file.js';
-import { RuleService, type KernelRules, type RuleHistoryRow } from '../../control/rules/service.js';
+import { RuleService, type RuleHistoryRow } from '../../control/rules/service.js';
+import { FakeKernel } from '../lib/fake-kernel-rules.js';
 import { RuleRequestError } from '../../control/rules/types.js';
-
-class FakeKernel implements KernelRules {
-  /** The rule ids the kernel enforces, after each switch. */
-  loaded: number[] = [];
-  switches = 0;
-  failNext?: Error;
-  counters = new Map<number, { packets: number; bytes: number }>();
-
-  private take(rules: readonly Rule[]): void {
-    if (this.failNext) {
-      const e = this.failNext;
-      this.failNext = undefined;
-      throw e;
-    }
-    this.loaded = rules.map((r) => r.id).sort((a, b) => a - b);
-    this.switches++;
-  }
-
-  load(rules: readonly Rule[]): Promise<void> {
-    this.take(rules);
-    return Promise.resolve();
-  }
-
-  change(_a: readonly Rule[], _r: readonly Rule[], all: () => Rule[]): Promise<void> {
-    this.take(all());
-    return Promise.resolve();
-  }
-
-  stats(id: number): { packets: number; bytes: number } {
-    return this.counters.get(id) ?? { packets: 0, bytes: 0 };
-  }
-
-  resetStats(ids: readonly number[]): Promise<void> {
-    for (const id of ids) this.counters.delete(id);
-    return Promise.resolve();
-  }
-}
 
 const log = pino({ level: 'silent' });
 let dir: string;

@@ -235,6 +235,7 @@ export function ruleApiError(err: unknown, part: 'body' | 'querystring' | 'param
     const message = err.field ? `${part}/${err.field}: ${bareMessage(err, err.field)}` : err.message;
     if (err.status === 404) return new ApiError(404, 'not_found', message);
     if (err.status === 409) return new ApiError(409, 'conflict', message);
+    if (err.status === 503) return new ApiError(503, 'rule_store_unavailable', message);
     return new ApiError(400, 'bad_request', message);
   }
   // The contract says RuleRequestError, but a RuleError escaping parseRule is still the caller's fault.
@@ -280,7 +281,7 @@ export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
         summary: 'Add a rule; it is enforced when the answer comes',
         tags: ['rules'],
         body: ruleSpecSchema,
-        response: { 201: ruleChangeSchema, ...errorResponses(400, 401, 409, 413, 415, 429, 500) },
+        response: { 201: ruleChangeSchema, ...errorResponses(400, 401, 409, 413, 415, 429, 500, 503) },
       },
     },
     async (request, reply) => {
@@ -351,7 +352,7 @@ export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
         params: idParamsSchema,
         response: {
           200: { type: 'object', properties: { rule: storedRuleSchema }, required: ['rule'] },
-          ...errorResponses(400, 401, 404, 429, 500),
+          ...errorResponses(400, 401, 404, 429, 500, 503),
         },
       },
     },
@@ -374,7 +375,7 @@ export function ruleRoutes(app: FastifyInstance, ctx: ApiContext): void {
           'and the rule set is unchanged.',
         tags: ['rules'],
         body: ruleSetSchema,
-        response: { 200: ruleReplaceSchema, ...errorResponses(400, 401, 409, 413, 415, 429, 500) },
+        response: { 200: ruleReplaceSchema, ...errorResponses(400, 401, 409, 413, 415, 429, 500, 503) },
       },
     },
     async (request, reply) => {
