@@ -332,6 +332,18 @@ test('each bad flag or value exits non-zero with one line naming the flag', asyn
       /^flowgate: --clickhouse-cluster must be a cluster name \(letters, digits, '_', '-', '\.'\), got "c1' --"$/,
     ],
     [['run', '--iface', 'fgnone0', '--clickhouse-cluster'], /--clickhouse-cluster/],
+    [
+      ['run', '--iface', 'fgnone0', '--rules-source', 'store'],
+      /^flowgate: --rules-source store needs --clickhouse-url: the agents share the rule set through one ClickHouse server$/,
+    ],
+    [
+      ['run', '--iface', 'fgnone0', '--rules-source', 'fleet'],
+      /^flowgate: --rules-source must be local or store, got "fleet"$/,
+    ],
+    [
+      ['run', '--iface', 'fgnone0', '--rules-sync-interval', '10'],
+      /^flowgate: --rules-sync-interval must be a duration/,
+    ],
   ];
   const runs = await pool(
     cases.map(
