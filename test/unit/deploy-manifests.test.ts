@@ -662,8 +662,8 @@ function checkCompose(composeText: string, composeDir: string): void {
   assert.equal(fg.read_only, true, 'flowgate: read-only root file system');
   assert.equal(
     mapping(mapping(fg.depends_on, 'flowgate.depends_on').clickhouse, 'depends_on.clickhouse').condition,
-    'service_healthy',
-    'flowgate: starts once clickhouse is healthy',
+    'service_started',
+    'flowgate: starts after clickhouse, and must not wait for its health (counting and enforcement never wait for the store)',
   );
   const opts = parseRun(strings(fg.command, 'flowgate.command'), 'compose flowgate');
   const fgMounts = mounts(fg, 'flowgate');
@@ -1150,9 +1150,9 @@ describe('deploy/compose', () => {
         /FLOWGATE_KEEP.*\.env\.example/,
       ],
       [
-        'not after clickhouse',
-        composeText.replace('condition: service_healthy', 'condition: service_started'),
-        /healthy/,
+        'waits for the store',
+        composeText.replace('condition: service_started', 'condition: service_healthy'),
+        /must not wait for its health/,
       ],
       ['published everywhere', composeText.replace("'127.0.0.1:8123:8123'", "'8123:8123'"), /loopback only/],
       ['wrong port', composeText.replace('@127.0.0.1:8123', '@127.0.0.1:9000'), /published port/],
