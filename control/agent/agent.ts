@@ -148,6 +148,12 @@ export class Agent implements AgentApi {
         '--max-flows differs from the adopted maps: keeping the pinned size (restart with --unpin to resize)',
       );
     }
+    if (dp.adopted && dp.config().maxRules !== config.maxRules) {
+      log.warn(
+        { pinned: dp.config().maxRules, asked: config.maxRules },
+        '--max-rules differs from the adopted maps: keeping the pinned size (restart with --unpin to resize)',
+      );
+    }
 
     this.spool = new Spool(config.spoolDir, config.spoolMaxBytes);
     const incomplete = this.spool.removeIncomplete();

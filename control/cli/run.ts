@@ -31,7 +31,6 @@ export const DEFAULTS = {
   retention: '30d',
   maxFlows: 524_288,
   maxRules: 1_100_000,
-  maxPrefixes: 1_100_000,
   spoolMax: 1024 * 1024 * 1024,
   earlyDrainFill: 0.5,
   rulesSyncInterval: '10s',
@@ -48,6 +47,7 @@ interface RunOptions {
   listen: ListenAddress;
   apiTokenFile?: string;
   maxFlows: number;
+  maxRules: number;
   bpffs: string;
   retention: number;
   spoolDir?: string;
@@ -169,6 +169,12 @@ export function registerRun(program: Command): void {
       (v: string) => parsePositiveInt('--max-flows', v, 1024, 1 << 26),
       DEFAULTS.maxFlows,
     )
+    .option(
+      '--max-rules <n>',
+      'rule ids, and prefixes per LPM table: the kernel keeps 16 B of counters per id per possible CPU',
+      (v: string) => parsePositiveInt('--max-rules', v, 1024, 1 << 24),
+      DEFAULTS.maxRules,
+    )
     .option('--bpffs <dir>', 'bpffs directory for pins (mounted if needed)', DEFAULTS.bpffs)
     .option(
       '--retention <duration>',
@@ -232,8 +238,9 @@ export function registerRun(program: Command): void {
         drainIntervalMs: opts.drainInterval,
         earlyDrainFill: DEFAULTS.earlyDrainFill,
         maxFlows: opts.maxFlows,
-        maxRules: DEFAULTS.maxRules,
-        maxPrefixes: DEFAULTS.maxPrefixes,
+        maxRules: opts.maxRules,
+        // A prefix table holds at most one entry per rule.
+        maxPrefixes: opts.maxRules,
         bpffs: path.resolve(opts.bpffs),
         host: opts.host,
         unpinOnExit: opts.unpin,
