@@ -203,6 +203,7 @@ export class Agent implements AgentApi {
       this.fleetSync.start();
     }
     for (const name of config.ifaces) await this.attach(name);
+    await this.adoptApiAttachments();
 
     this.collector = new Collector({
       dp,
@@ -221,6 +222,28 @@ export class Agent implements AgentApi {
       { ifaces: config.ifaces, drainIntervalMs: config.drainIntervalMs, store: this.storeLocation() },
       'flowgate agent running',
     );
+  }
+
+  /**
+   * Interfaces attached through the API (POST /interfaces) by an earlier
+   * agent stay attached across its exit: their XDP link pins are the record.
+   * Adopt them, so they are listed, named in rows and detachable again, in
+   * the mode they run in. A DELETE removed the pin, so what was detached
+   * stays detached.
+   */
+  private async adoptApiAttachments(): Promise<void> {
+    for (const a of this.dp.attachments()) {
+      if (a.hook !== 'xdp' || this.attached.has(a.ifname)) continue;
+      try {
+        await this.attach(a.ifname, a.mode ?? this.config.xdpMode);
+        this.deps.log.info({ iface: a.ifname }, 'adopted an interface attached through the API before the restart');
+      } catch (err) {
+        this.deps.log.warn(
+          { iface: a.ifname, err: (err as Error).message },
+          'an interface attached before the restart could not be adopted',
+        );
+      }
+    }
   }
 
   /** One drain now; skipped (returns undefined) when one is already running. */

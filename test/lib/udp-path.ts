@@ -71,5 +71,7 @@ export async function callApi<T = Record<string, unknown>>(
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  return { status: res.status, body: (await res.json()) as T };
+  const text = await res.text();
+  // A 204 (DELETE /interfaces/:name) has no body.
+  return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
 }
