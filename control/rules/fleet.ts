@@ -24,7 +24,7 @@ export interface FleetRuleStore {
   fingerprint(): Promise<string>;
   read(): Promise<StoredRule[]>;
   newest(id: number): Promise<RuleVersionInfo | undefined>;
-  write(put: Iterable<StoredRule>, deleted: readonly number[], origin: string, token: string): Promise<void>;
+  write(put: readonly StoredRule[], deleted: readonly number[], origin: string, token: string): Promise<void>;
 }
 
 function unreachable(err: unknown): RuleRequestError {
@@ -69,7 +69,7 @@ export class StoreUpstream implements RuleUpstream {
   }
 
   write(put: Iterable<StoredRule>, removed: readonly number[]): Promise<void> {
-    return this.call(() => this.store.write(put, removed, this.origin, `rule-write:${randomUUID()}`));
+    return this.call(() => this.store.write([...put], removed, this.origin, `rule-write:${randomUUID()}`));
   }
 
   /** The new set, and a delete for every id the store has that the set does not (synced here or not). */

@@ -7,6 +7,7 @@
  * StoredRule, the API's shape, and converts to and from the table's text
  * columns here.
  */
+import { Readable } from 'node:stream';
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { StoredRule } from '../rules/types.js';
 import { openStoreClients, type StoreClients } from './client.js';
@@ -153,8 +154,18 @@ export class ClickHouseRuleStore {
 
   /** The set: the newest version of each id, ids whose newest version is a delete left out. */
   async read(): Promise<StoredRule[]> {
-    const rows = await this.rows<ReadRow>(`SELECT ${READ_COLUMNS.join(', ')} FROM ${RULES_TABLE} FINAL ORDER BY id`);
-    return rows.map(storedOf);
+    const out: StoredRule[] = [];
+    try {
+      const rs = await this.writer.query({
+        query: `SELECT ${READ_COLUMNS.join(', ')} FROM ${RULES_TABLE} FINAL ORDER BY id`,
+        format: 'JSONCompactEachRow',
+      });
+      // Row by row: a million-rule set never sits in memory as one JSON text.
+      for await (const rows of rs.stream<ReadRow>()) for (const row of rows) out.push(storedOf(row.json()));
+    } catch (err) {
+      throw toStoreError(err, true);
+    }
+    return out;
   }
 
   /** The newest version of `id`, deleted or not; undefined when the id was never written. */
@@ -173,27 +184,31 @@ export class ClickHouseRuleStore {
    * (two agents claiming the same free id) only the first is kept.
    */
   async write(
-    put: Iterable<StoredRule>,
+    put: readonly StoredRule[],
     deleted: readonly number[],
     origin: string,
     token: string,
     at = new Date().toISOString(),
   ): Promise<void> {
-    const values: Array<Partial<RuleRow>> = deleted.map((id) => tombstone(id, origin, at));
-    for (const r of put) values.push(ruleRow(r, origin));
-    if (values.length === 0) return;
+    const count = put.length + deleted.length;
+    if (count === 0) return;
+    // Rows made as the request body is sent, not all at once (a million-rule replace).
+    function* rows(): Generator<Partial<RuleRow>> {
+      for (const id of deleted) yield tombstone(id, origin, at);
+      for (const r of put) yield ruleRow(r, origin);
+    }
     try {
       await this.writer.insert({
         table: RULES_TABLE,
-        values,
+        values: Readable.from(rows()),
         format: 'JSONEachRow',
         clickhouse_settings: {
           insert_deduplicate: 1,
           insert_deduplication_token: token,
           date_time_input_format: 'best_effort',
           // One block, so a replace is seen whole or not at all.
-          max_insert_block_size: String(Math.max(values.length, 1_048_576)),
-          min_insert_block_size_rows: String(Math.max(values.length, 1_048_576)),
+          max_insert_block_size: String(Math.max(count, 1_048_576)),
+          min_insert_block_size_rows: String(Math.max(count, 1_048_576)),
           min_insert_block_size_bytes: '0',
           ...(this.cluster ? { insert_distributed_sync: 1 as const } : {}),
         },
