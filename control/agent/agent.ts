@@ -167,6 +167,8 @@ export class Agent implements AgentApi {
     const shipEvents = {
       onInserted: (rows: number, seconds: number) => deps.metrics.inserted(rows, seconds),
       onError: () => deps.metrics.storeError(),
+      onWorkerExit: (reason: string, delayMs: number) =>
+        log.error({ reason, restartInMs: delayMs }, 'ship process died: flows stay spooled; restarting it'),
     };
     // The embedded engine ships from a child process; a server's inserts are I/O, shipped from here.
     this.shipper =

@@ -1,0 +1,55 @@
+/**
+ * The embedded store's ship process dying (kill -9 here; out of memory or an
+ * engine crash in life): the agent's handle reports the store unhealthy,
+ * answers queries at once with a retryable error instead of leaving them
+ * waiting, starts a new ship process, and queries work again.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ShipClient } from '../../control/agent/ship-client.js';
+import { StoreError } from '../../control/store/types.js';
+import { eventually } from '../lib/eventually.js';
+
+test('a dead ship process is reported, queries fail fast, and a new one takes over', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'flowgate-ship-client-test-'));
+  const exits: string[] = [];
+  let errors = 0;
+  const ship = new ShipClient(
+    {
+      spoolDir: path.join(dir, 'spool'),
+      spoolMaxBytes: 1 << 30,
+      store: { target: { kind: 'embedded', dir }, retentionDays: 30 },
+    },
+    {
+      onInserted: () => undefined,
+      onError: () => errors++,
+      onWorkerExit: (reason) => exits.push(reason),
+    },
+  );
+  t.after(async () => {
+    await ship.stop(5000);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const one = async (): Promise<unknown> =>
+    (await ship.query('SELECT 1 AS x', { maxSeconds: 10, maxRows: 10 })).rows[0]?.[0];
+  await eventually(async () => (ship.healthy ? true : undefined), 'the ship process to reach its store', 60_000);
+  assert.equal(Number(await one()), 1);
+
+  const first = ship.pid!;
+  process.kill(first, 'SIGKILL');
+  await eventually(async () => (exits.length ? true : undefined), 'the exit to be noticed', 10_000);
+  assert.match(exits[0]!, /SIGKILL/);
+  assert.equal(ship.healthy, false);
+  assert.match(ship.lastError ?? '', /ship process exited \(SIGKILL\).*restarting/);
+  assert.ok(errors >= 1);
+  const t0 = Date.now();
+  await assert.rejects(one(), (err: StoreError) => err instanceof StoreError && err.retryable);
+  assert.ok(Date.now() - t0 < 1000, 'a query fails at once, it does not wait');
+
+  await eventually(async () => (ship.healthy ? true : undefined), 'a new ship process', 60_000);
+  assert.notEqual(ship.pid, first);
+  assert.equal(Number(await one()), 1);
+});
