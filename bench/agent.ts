@@ -1,9 +1,17 @@
 /**
  * Agent benchmarks.
  *
- * pipeline: flows from a kernel flow map to rows in the embedded store, in
- * one process — flip, read, spool, encode, insert — against the kernel's
- * own batch lookup-and-delete of the same number of flows (same run).
+ * pipeline: flows from a kernel flow map to rows in the embedded store —
+ * flip, read, spool, release (the agent's drain), then spool → rows (the
+ * ship process's part) — with the agent's own code (Collector, shipBatch),
+ * against the kernel's own batch lookup-and-delete of the same number of
+ * flows (same run). Two ways:
+ * - sequential: drain, then ship, in one process (warm rounds; the cold
+ *   first round into a fresh store is reported on its own);
+ * - overlapped: the agent's way — drains here while a ship process
+ *   (ShipClient) inserts the previous batches: flows per second of wall
+ *   clock from the first drain to the last row stored, refills of the map
+ *   included.
  *
  * footprint: a real `flowgate run` on a veth receiving `flowsPerInterval`
  * distinct flows every drain interval (trafgen in a test namespace), its
@@ -16,8 +24,9 @@ import { Datapath } from '../control/datapath/datapath.js';
 import { FLOW_KEY, FLOW_RECORD_SIZE } from '../control/datapath/layout.js';
 import { MonotonicClock } from '../control/agent/clock.js';
 import { Collector } from '../control/agent/collector.js';
+import { ShipClient } from '../control/agent/ship-client.js';
+import { shipBatch, shipBuffer } from '../control/agent/shipper.js';
 import { Spool } from '../control/agent/spool.js';
-import { encodeFlowRows } from '../control/store/flow-rows.js';
 import { ClickHouseFlowStore } from '../control/store/flow-store.js';
 import { createLogger } from '../control/log.js';
 import { removeBpffs, tempBpffsDir } from '../test/lib/datapath.js';
@@ -27,8 +36,19 @@ import { startClickHouseHttp } from '../test/lib/clickhouse-http-server.js';
 import { syntheticDrain } from './store.js';
 
 export interface PipelineResult {
+  /** Flows per batch (per drain). */
   flows: number;
+  /** Sequential, one process: drain then ship, median of the warm rounds. */
   storedFlowsPerSec: number;
+  /** The same, first round into a fresh store (JIT and engine cold). */
+  coldFlowsPerSec: number;
+  /** The agent's part alone: flip, read, spool, release (median of the warm rounds). */
+  drainFlowsPerSec: number;
+  /** The ship process's part alone: spool → rows in the store (median of the warm rounds). */
+  shipFlowsPerSec: number;
+  /** Drains here while a ship process inserts (the agent's steady state), `batches` batches, wall clock. */
+  overlappedFlowsPerSec: number;
+  batches: number;
   kernelDrainFlowsPerSec: number;
   ratioToKernel: number;
   target: number;
@@ -51,62 +71,124 @@ function split(records: Buffer): { keys: Buffer; values: Buffer } {
   return { keys, values };
 }
 
-export async function benchPipeline(flows: number): Promise<PipelineResult> {
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+const mapOf = (slot: number): string => (slot ? 'flows_b' : 'flows_a');
+
+export async function benchPipeline(flows: number, rounds = 3, batches = 5): Promise<PipelineResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-bench-'));
   const bpffs = tempBpffsDir();
   const dp = Datapath.open({ bpffs, maxFlows: Math.ceil(flows * 1.25), maxRules: 1024, maxPrefixes: 1024 });
   const log = createLogger('bench');
   log.level = 'warn';
   const store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 30 });
+  let ship: ShipClient | undefined;
   try {
-    const records = syntheticDrain(flows, process.hrtime.bigint());
-    const { keys, values } = split(records);
-    const spool = new Spool(path.join(dir, 'spool'), 1 << 40);
-    const collector = new Collector({
-      dp,
-      spool,
-      clock: new MonotonicClock(),
-      host: 'bench',
-      ifaceNames: () => ({}),
-      log,
-      onDrain: () => undefined,
-    });
-    const mapOf = (slot: number): string => (slot ? 'flows_b' : 'flows_a');
-
-    await dp.native.updateBatch(mapOf(dp.config().flowSlot & 1), keys, values);
-    const t0 = process.hrtime.bigint();
-    await collector.drain('interval');
-    for (const info of spool.list()) {
-      const batch = spool.read(info);
-      const offset = BigInt(batch.meta.monoToEpochOffsetNs);
-      const rows = encodeFlowRows(batch.records, {
-        host: batch.meta.host,
-        ifaceName: (i) => `if${i}`,
-        monoToEpochNs: (ns) => ns + offset,
-        epochOffsetNs: offset,
+    const { keys, values } = split(syntheticDrain(flows, process.hrtime.bigint()));
+    const fill = (): Promise<void> => dp.native.updateBatch(mapOf(dp.config().flowSlot & 1), keys, values);
+    const collectorFor = (spool: Spool): Collector =>
+      new Collector({
+        dp,
+        spool,
+        clock: new MonotonicClock(),
+        host: 'bench',
+        ifaceNames: () => ({}),
+        log,
+        onDrain: () => undefined,
       });
-      await store.insertFlows(rows, batch.token);
-      spool.remove(info);
+
+    // Sequential: drain, then ship each spooled batch, in this process.
+    const spool = new Spool(path.join(dir, 'spool'), 2 ** 40);
+    const collector = collectorFor(spool);
+    const buf = shipBuffer();
+    const drainS: number[] = [];
+    const shipS: number[] = [];
+    for (let r = 0; r <= rounds; r++) {
+      await fill();
+      const t0 = performance.now();
+      await collector.drain('interval');
+      const t1 = performance.now();
+      for (const info of spool.list()) {
+        await shipBatch(spool, info, store, buf);
+        spool.remove(info);
+      }
+      drainS.push((t1 - t0) / 1000);
+      shipS.push((performance.now() - t1) / 1000);
     }
-    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const stored = await store.query("SELECT count() FROM flowgate.flows WHERE host = 'bench'", {
       maxSeconds: 60,
       maxRows: 10,
     });
-    if (Number(stored.rows[0]![0]) !== flows) throw new Error(`stored ${String(stored.rows[0]![0])} of ${flows} flows`);
+    if (Number(stored.rows[0]![0]) !== flows * (rounds + 1)) {
+      throw new Error(`stored ${String(stored.rows[0]![0])} of ${flows * (rounds + 1)} flows`);
+    }
+    const warm = (xs: number[]): number[] => xs.slice(1);
+    const total = drainS.map((d, i) => d + shipS[i]!);
 
-    await dp.native.updateBatch(mapOf((dp.config().flowSlot & 1) ^ 1), keys, values);
-    const kernel = await dp.native.drainBaseline(mapOf((dp.config().flowSlot & 1) ^ 1));
-    const storedFlowsPerSec = flows / seconds;
+    // Overlapped: a ship process inserts while this one drains, as in the agent.
+    const shipDir = path.join(dir, 'ship');
+    const shipSpool = new Spool(path.join(shipDir, 'spool'), 2 ** 40);
+    let inserted = 0;
+    let insertedWaiter: (() => void) | undefined;
+    ship = new ShipClient(
+      {
+        spoolDir: shipSpool.dir,
+        spoolMaxBytes: 2 ** 40,
+        store: { target: { kind: 'embedded', dir: shipDir }, retentionDays: 30 },
+      },
+      {
+        onInserted: (rows) => {
+          inserted += rows;
+          insertedWaiter?.();
+        },
+        onError: () => undefined,
+      },
+    );
+    const until = async (rows: number): Promise<void> => {
+      const deadline = Date.now() + 120_000;
+      while (inserted < rows) {
+        if (Date.now() > deadline) throw new Error(`the ship process stored ${inserted} of ${rows} flows`);
+        await new Promise<void>((r) => {
+          insertedWaiter = r;
+          setTimeout(r, 100);
+        });
+      }
+    };
+    const shipCollector = collectorFor(shipSpool);
+    await fill();
+    await shipCollector.drain('interval'); // warm-up: the ship process opens its store, the first insert is cold
+    ship.wake();
+    await until(flows);
+    const t0 = performance.now();
+    for (let b = 0; b < batches; b++) {
+      await fill();
+      await shipCollector.drain('interval');
+      ship.wake();
+    }
+    await until(flows * (batches + 1));
+    const overlappedSeconds = (performance.now() - t0) / 1000;
+
+    await fill();
+    const kernel = await dp.native.drainBaseline(mapOf(dp.config().flowSlot & 1));
+    const storedFlowsPerSec = flows / median(warm(total));
     const kernelDrainFlowsPerSec = kernel.count / (kernel.ns / 1e9);
     return {
       flows,
       storedFlowsPerSec,
+      coldFlowsPerSec: flows / total[0]!,
+      drainFlowsPerSec: flows / median(warm(drainS)),
+      shipFlowsPerSec: flows / median(warm(shipS)),
+      overlappedFlowsPerSec: (flows * batches) / overlappedSeconds,
+      batches,
       kernelDrainFlowsPerSec,
       ratioToKernel: storedFlowsPerSec / kernelDrainFlowsPerSec,
       target: 500_000,
     };
   } finally {
+    await ship?.stop(10_000);
     await store.close();
     dp.unpinAll();
     dp.close();

@@ -64,21 +64,51 @@ async function main(): Promise<void> {
     ),
   );
 
-  const pipeline = await benchPipeline(quick ? 50_000 : 200_000);
+  const pipeline = await benchPipeline(quick ? 50_000 : 200_000, quick ? 2 : 3, quick ? 3 : 5);
   console.log(
-    `\nAgent pipeline: ${pipeline.flows.toLocaleString('en-US')} flows, kernel map → rows in the embedded store\n`,
+    `\nAgent pipeline: ${pipeline.flows.toLocaleString('en-US')} flows a drain, kernel map → rows in the embedded store\n`,
   );
+  const pipeOk = (rate: number): string => (rate >= pipeline.target ? 'yes' : 'NO');
+  const perKernel = (rate: number): string => fmt(rate / pipeline.kernelDrainFlowsPerSec, 3);
   console.log(
     table(
       ['stage', 'flows/s', '× kernel', 'target', 'ok'],
       [
         ['kernel lookup-and-delete batch (floor)', fmt(pipeline.kernelDrainFlowsPerSec, 0), '1.00', '', ''],
         [
-          'flip, read, spool, encode, insert',
-          fmt(pipeline.storedFlowsPerSec, 0),
-          fmt(pipeline.ratioToKernel, 3),
+          'drain: flip, read, spool, release (agent)',
+          fmt(pipeline.drainFlowsPerSec, 0),
+          perKernel(pipeline.drainFlowsPerSec),
+          '',
+          '',
+        ],
+        [
+          'ship: spool → rows (ship process)',
+          fmt(pipeline.shipFlowsPerSec, 0),
+          perKernel(pipeline.shipFlowsPerSec),
+          '',
+          '',
+        ],
+        [
+          `overlapped, as the agent runs (${pipeline.batches} drains)`,
+          fmt(pipeline.overlappedFlowsPerSec, 0),
+          perKernel(pipeline.overlappedFlowsPerSec),
           '≥ 500,000/s',
-          pipeline.storedFlowsPerSec >= pipeline.target ? 'yes' : 'NO',
+          pipeOk(pipeline.overlappedFlowsPerSec),
+        ],
+        [
+          'sequential, one process: drain then ship',
+          fmt(pipeline.storedFlowsPerSec, 0),
+          perKernel(pipeline.storedFlowsPerSec),
+          '≥ 500,000/s',
+          pipeOk(pipeline.storedFlowsPerSec),
+        ],
+        [
+          'sequential, first round (cold store)',
+          fmt(pipeline.coldFlowsPerSec, 0),
+          perKernel(pipeline.coldFlowsPerSec),
+          '',
+          '',
         ],
       ],
     ),

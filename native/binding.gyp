@@ -15,6 +15,7 @@
         "src/layout.cc",
         "src/libbpf_log.cc",
         "src/maps.cc",
+        "src/memory.cc",
         "src/open.cc",
         "src/pins.cc",
         "src/program.cc",

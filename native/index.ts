@@ -99,6 +99,15 @@ export interface NativeDatapath {
   lookupAndDeleteAll(name: string): Promise<Buffer>;
   /** Batch lookup of every entry: key||value records, per-CPU values summed per u64 lane. */
   dumpAll(name: string): Promise<Buffer>;
+  /**
+   * One chunk of a whole-map read of a hash map, not deleting: records (key||value) into `out`
+   * (a whole number of records, reused by the caller) from `cursor` (null: the start) until
+   * `out` is full or the map ends; the kernel hands out whole hash buckets, so a chunk may end
+   * short of full. `next` is the cursor of the next chunk, null once the map is read to its end.
+   * A map nothing writes (a retired flow slot) reads exactly once over the chunks.
+   * `out` must not be touched until the Promise settles.
+   */
+  dumpChunk(name: string, out: Buffer, cursor: Buffer | null): Promise<{ count: number; next: Buffer | null }>;
   /** keys: count*keySize bytes, values: count*valueSize bytes (per-CPU: the value is copied to every CPU). */
   updateBatch(name: string, keys: Buffer, values: Buffer): Promise<void>;
   deleteBatch(name: string, keys: Buffer): Promise<void>;
@@ -150,6 +159,13 @@ export interface NativeBinding {
   ifindex(name: string): number;
   /** Number of possible CPUs (per-CPU value stride). */
   possibleCpus(): number;
+  /**
+   * glibc malloc: mallopt(M_ARENA_MAX) and mallopt(M_MMAP_THRESHOLD) (a fixed
+   * threshold also stops glibc from raising it as large blocks are freed).
+   * False when the C library refused or is not glibc. bin/flowgate.js calls
+   * it for `run`, before anything else allocates much.
+   */
+  tuneMalloc(options: { arenaMax?: number; mmapThreshold?: number }): boolean;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -9,8 +9,13 @@
  * A crash anywhere in between is recovered by recover(): the idle slot is
  * read again unless its batch is already spooled, and the token makes the
  * store drop a batch it has seen before.
+ *
+ * Read and spool go a chunk at a time through one buffer of CHUNK_RECORDS
+ * records, reused by every drain: the agent's memory does not grow with the
+ * number of flows a drain holds (a million flows are ~120 MB of records).
  */
 import type { Datapath } from '../datapath/datapath.js';
+import { FLOW_RECORD_SIZE } from '../datapath/layout.js';
 import type { Logger } from '../log.js';
 import { SerialQueue } from '../util/serial.js';
 import type { MonotonicClock } from './clock.js';
@@ -46,9 +51,18 @@ export interface CollectorDeps {
   onDrain: (summary: DrainSummary) => void;
 }
 
+/**
+ * Flow records read and spooled at a time (~1 MB): one kernel batch. Larger
+ * chunks drain no faster (measured: 1.2M flows/s at 4,096 to 32,768) and
+ * stay resident.
+ */
+export const CHUNK_RECORDS = 8_192;
+
 export class Collector {
   private readonly serial = new SerialQueue();
   private readonly instance: number;
+  /** The one read buffer of every drain (allocated at the first). */
+  private chunk?: Buffer;
 
   constructor(private readonly deps: CollectorDeps) {
     this.instance = deps.dp.instance();
@@ -87,21 +101,35 @@ export class Collector {
       droppedFromSpool: [],
     };
     if (!summary.alreadySpooled) {
-      const drained = await dp.readSlot(slot);
-      summary.readMs = performance.now() - started;
-      summary.flows = drained.count;
-      summary.evicted = drained.evicted;
-      summary.insertFailed = drained.insertFailed;
-      if (drained.count > 0) {
-        clock.resync();
-        summary.droppedFromSpool = spool.write({
-          token,
-          flows: drained.count,
-          meta: { host, monoToEpochOffsetNs: clock.offset().toString(), ifaces: ifaceNames() },
-          records: drained.records,
+      // Meta is taken when the first records come (none: no batch at all).
+      const writer = spool.writer(
+        token,
+        () => {
+          clock.resync();
+          return { host, monoToEpochOffsetNs: clock.offset().toString(), ifaces: ifaceNames() };
+        },
+        FLOW_RECORD_SIZE,
+      );
+      try {
+        this.chunk ??= Buffer.allocUnsafeSlow(CHUNK_RECORDS * FLOW_RECORD_SIZE);
+        const read = await dp.readSlotChunks(slot, this.chunk, (records) => {
+          const t = performance.now();
+          writer.append(records);
+          summary.spoolMs += performance.now() - t;
         });
+        summary.flows = read.count;
+        summary.evicted = read.evicted;
+        summary.insertFailed = read.insertFailed;
+        if (writer.flows !== read.count) {
+          throw new Error(`drain ${token}: spooled ${writer.flows} of ${read.count} flows read`);
+        }
+        const t = performance.now();
+        summary.droppedFromSpool = writer.commit();
+        summary.spoolMs += performance.now() - t;
+      } finally {
+        writer.abort(); // a no-op once committed; otherwise the slot stays as it is, to be read again
       }
-      summary.spoolMs = performance.now() - started - summary.readMs;
+      summary.readMs = performance.now() - started - summary.spoolMs;
     }
     const releaseStarted = performance.now();
     await dp.releaseSlot(slot);

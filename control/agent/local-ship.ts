@@ -1,7 +1,8 @@
 /**
  * Shipping inside the agent's own process, for a ClickHouse server: the
- * insert is network I/O that does not hold the event loop, and encoding
- * yields between slices (shipper.ts), so a second process (a second Node
+ * insert is network I/O that does not hold the event loop, and rows are
+ * encoded a slice at a time as the socket takes them (shipper.ts,
+ * flow-store.ts), so a second process (a second Node
  * heap, ~100–200 MB) is not worth its memory. The embedded engine keeps its
  * own process (ship-client.ts): its inserts run engine work that can, and
  * its crash must not take the agent's drains with it.

@@ -1,8 +1,9 @@
 /**
  * Child process that ships spooled batches to the store and answers SQL.
- * Encoding a large batch and the embedded engine's insert work take
- * hundreds of milliseconds of JavaScript time; in their own process they
- * cannot delay the drains that keep the kernel's flow maps from filling.
+ * The embedded engine's insert work (it reads the drained records and turns
+ * them into rows itself: flow-rows.ts) takes hundreds of milliseconds; in
+ * its own process it cannot delay the drains that keep the kernel's flow
+ * maps from filling.
  * (A process, not a worker thread: the embedded engine does not survive
  * being torn down with a worker's isolate.) It exits when the agent goes
  * away, even by kill -9 (the IPC channel closes).

@@ -12,6 +12,12 @@
  * Bounded: past maxBytes the oldest batches are dropped, loudly, and
  * counted — the kernel maps must keep draining or the LRU would drop newer
  * flows instead.
+ *
+ * A batch goes in and out in pieces (SpoolWriter, BatchReader): a drain
+ * appends chunk after chunk as it reads the kernel map, the shipper reads a
+ * slice at a time, so neither holds a whole batch in memory. The file is
+ * one JSON header line, then the records; the header is written last, over
+ * room reserved for it (JSON allows the blanks that pad it to that room).
  */
 import {
   closeSync,
@@ -24,12 +30,14 @@ import {
   renameSync,
   statSync,
   unlinkSync,
-  writeFileSync,
+  writeSync,
 } from 'node:fs';
 import path from 'node:path';
 
 const SUFFIX = '.batch';
 const MAGIC = 'flowgate-spool-v1';
+/** Room reserved in a header for the digits of its row count. */
+const ROWS_ROOM = 16;
 
 /** What rows need besides the records, fixed at drain time. */
 export interface BatchMeta {
@@ -60,6 +68,125 @@ export interface DroppedBatch {
   rows: number;
 }
 
+/** An open spooled batch, read a slice at a time (Spool.open). */
+export interface BatchReader {
+  token: string;
+  flows: number;
+  meta: BatchMeta;
+  /**
+   * The records, read into `buf` (reused: each slice is a view of it, valid
+   * until the next one) `buf.length` bytes at a time; the last slice may be
+   * shorter. Make buf a whole number of records.
+   */
+  slices(buf: Buffer): Generator<Buffer>;
+  close(): void;
+}
+
+function headerLine(token: string, rows: number, meta: BatchMeta, room?: number): Buffer {
+  const json = JSON.stringify({ magic: MAGIC, token, rows, meta });
+  const bytes = Buffer.byteLength(json);
+  const size = (room ?? bytes + ROWS_ROOM) + 1;
+  if (size - 1 < bytes) throw new Error(`spool header of ${token} does not fit its room`);
+  const line = Buffer.alloc(size, ' ');
+  line.write(json, 0, 'utf8');
+  line[size - 1] = 0x0a;
+  return line;
+}
+
+/**
+ * One batch being written: records appended as they come, then commit()
+ * makes it durable under its token. Nothing is written until the first
+ * records; a batch of none is no file at all.
+ */
+export class SpoolWriter {
+  private fd?: number;
+  private temp = '';
+  private headerRoom = 0;
+  private position = 0;
+  private rows = 0;
+  private meta?: BatchMeta;
+  private done = false;
+
+  constructor(
+    private readonly spool: Spool,
+    readonly token: string,
+    /** The batch's meta, asked for once, when the first records come. */
+    private readonly metaOf: () => BatchMeta,
+    private readonly recordSize: number,
+  ) {}
+
+  get flows(): number {
+    return this.rows;
+  }
+
+  /** Append records (a whole number of recordSize records): written at once, so `records` may be reused after. */
+  append(records: Buffer, rows = records.length / this.recordSize): void {
+    if (this.done) throw new Error(`spool batch ${this.token} is already committed or aborted`);
+    if (records.length === 0) return;
+    if (!Number.isInteger(rows)) {
+      throw new Error(`spool batch ${this.token}: ${records.length} bytes is not a whole number of records`);
+    }
+    if (this.fd === undefined) {
+      this.meta = this.metaOf();
+      this.temp = `${this.spool.fileOf(this.token)}.tmp`;
+      const placeholder = headerLine(this.token, 0, this.meta);
+      this.headerRoom = placeholder.length - 1;
+      this.fd = openSync(this.temp, 'w', 0o600);
+      this.position = this.writeAll(placeholder, 0);
+    }
+    this.position = this.writeAll(records, this.position);
+    this.rows += rows;
+  }
+
+  /** Header with the row count, fsync, rename, fsync of the directory. Returns the batches dropped to stay under the spool's bound. */
+  commit(): DroppedBatch[] {
+    if (this.done) throw new Error(`spool batch ${this.token} is already committed or aborted`);
+    this.done = true;
+    if (this.fd === undefined) return [];
+    const fd = this.fd;
+    try {
+      this.writeAll(headerLine(this.token, this.rows, this.meta!, this.headerRoom), 0);
+      fsyncSync(fd);
+    } catch (err) {
+      this.discard();
+      throw err;
+    }
+    closeSync(fd);
+    this.fd = undefined;
+    renameSync(this.temp, this.spool.fileOf(this.token));
+    fsyncDir(this.spool.dir);
+    return this.spool.enforceLimit(this.token);
+  }
+
+  /** Drop what was written (a failed drain: its slot is read again, so nothing is lost). */
+  abort(): void {
+    if (this.done) return;
+    this.done = true;
+    this.discard();
+  }
+
+  private discard(): void {
+    if (this.fd === undefined) return;
+    try {
+      closeSync(this.fd);
+    } catch {
+      // closing is all that is left to do
+    }
+    this.fd = undefined;
+    try {
+      unlinkSync(this.temp);
+    } catch {
+      // removeIncomplete() takes it at the next start
+    }
+  }
+
+  private writeAll(buf: Buffer, position: number): number {
+    let off = 0;
+    while (off < buf.length) off += writeSync(this.fd!, buf, off, buf.length - off, position + off);
+    return position + buf.length;
+  }
+}
+
 /** Token of a drained batch: which maps (instance) and which drain (epoch). */
 export function batchToken(host: string, instance: number, epoch: number): string {
   return `${host}:${instance.toString(16).padStart(8, '0')}:${epoch.toString().padStart(10, '0')}`;
@@ -76,6 +203,19 @@ function fsyncDir(dir: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/** One header buffer for every read of a header line (the agent reads them all at every drain). */
+const headerScratch = Buffer.allocUnsafe(64 * 1024);
+
+/** The JSON header line of a batch file, and its length with the newline. */
+function readHeaderLine(fd: number, file: string): { header: { token: string; rows: number }; bytes: number } {
+  const n = readSync(fd, headerScratch, 0, headerScratch.length, 0);
+  const nl = headerScratch.subarray(0, n).indexOf(0x0a);
+  if (nl < 0) throw new Error(`${file} is not a flowgate spool batch`);
+  const h = JSON.parse(headerScratch.toString('utf8', 0, nl)) as { magic: string; token: string; rows: number };
+  if (h.magic !== MAGIC) throw new Error(`${file} is not a flowgate spool batch`);
+  return { header: h, bytes: nl + 1 };
 }
 
 export class Spool {
@@ -110,23 +250,25 @@ export class Spool {
     }
   }
 
-  /** Write a batch durably. Returns the batches dropped to stay under maxBytes. */
+  /** The file a batch of this token lives in. */
+  fileOf(token: string): string {
+    return path.join(this.dir, fileName(token));
+  }
+
+  /** Write a batch durably, a piece at a time: append(), then commit(). */
+  writer(token: string, meta: () => BatchMeta, recordSize: number): SpoolWriter {
+    return new SpoolWriter(this, token, meta, recordSize);
+  }
+
+  /** Write a whole batch durably. Returns the batches dropped to stay under maxBytes. */
   write(batch: SpooledBatch): DroppedBatch[] {
-    const { token } = batch;
-    const header = JSON.stringify({ magic: MAGIC, token, rows: batch.flows, meta: batch.meta });
-    const final = path.join(this.dir, fileName(token));
-    const temp = `${final}.tmp`;
-    const fd = openSync(temp, 'w', 0o600);
+    const w = this.writer(batch.token, () => batch.meta, 1);
     try {
-      writeFileSync(fd, `${header}\n`);
-      writeFileSync(fd, batch.records);
-      fsyncSync(fd);
+      w.append(batch.records, batch.flows);
+      return w.commit();
     } finally {
-      closeSync(fd);
+      w.abort();
     }
-    renameSync(temp, final);
-    fsyncDir(this.dir);
-    return this.enforceLimit(token);
   }
 
   /** Oldest first (tokens sort by epoch within one instance). */
@@ -153,6 +295,38 @@ export class Spool {
     return { token: header.token, flows: header.rows, meta: header.meta, records: data.subarray(nl + 1) };
   }
 
+  /** A batch to read a slice at a time (close it after). */
+  open(info: BatchInfo): BatchReader {
+    const fd = openSync(info.file, 'r');
+    try {
+      const { header, bytes } = readHeaderLine(fd, info.file);
+      const h = header as { token: string; rows: number; meta: BatchMeta };
+      return {
+        token: h.token,
+        flows: h.rows,
+        meta: h.meta,
+        *slices(buf: Buffer): Generator<Buffer> {
+          let position = bytes;
+          for (;;) {
+            let got = 0;
+            while (got < buf.length) {
+              const n = readSync(fd, buf, got, buf.length - got, position + got);
+              if (n === 0) break;
+              got += n;
+            }
+            if (got > 0) yield buf.subarray(0, got);
+            if (got < buf.length) return;
+            position += got;
+          }
+        },
+        close: () => closeSync(fd),
+      };
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+  }
+
   remove(info: BatchInfo): void {
     try {
       unlinkSync(info.file);
@@ -169,18 +343,14 @@ export class Spool {
   private readHeader(file: string): { token: string; rows: number } {
     const fd = openSync(file, 'r');
     try {
-      const buf = Buffer.alloc(64 * 1024);
-      const n = readSync(fd, buf, 0, buf.length, 0);
-      const line = buf.subarray(0, n).toString('utf8').split('\n', 1)[0]!;
-      const h = JSON.parse(line) as { magic: string; token: string; rows: number };
-      if (h.magic !== MAGIC) throw new Error(`${file} is not a flowgate spool batch`);
-      return h;
+      return readHeaderLine(fd, file).header;
     } finally {
       closeSync(fd);
     }
   }
 
-  private enforceLimit(keep: string): DroppedBatch[] {
+  /** Drop the oldest batches (never `keep`) until the spool is within maxBytes. */
+  enforceLimit(keep: string): DroppedBatch[] {
     const all = this.list();
     let total = all.reduce((n, b) => n + b.bytes, 0);
     const dropped: DroppedBatch[] = [];

@@ -30,6 +30,7 @@ import type { RuleTables } from '../rules/compile.js';
 import type { EncodedLpmDelta } from '../rules/lpm-index.js';
 import { SerialQueue } from '../util/serial.js';
 import {
+  FLOW_RECORD_SIZE,
   LPM_KEY,
   LPM_VERDICT,
   RULE_STATS,
@@ -72,6 +73,9 @@ export interface Drain {
   /** Flows inserted but gone before the drain: LRU evictions. */
   evicted: number;
 }
+
+/** A slot read a chunk at a time (readSlotChunks): a Drain whose records went to the caller chunk by chunk. */
+export type SlotRead = Omit<Drain, 'records'>;
 
 /** A change to the rule set, relative to the tables both rule slots hold. */
 export interface RuleTablesDelta {
@@ -249,6 +253,38 @@ export class Datapath {
   /** Read every flow of a retired slot without deleting it (spool first, then release). */
   readSlot(slot: number): Promise<Drain> {
     return this.serial.run(async () => this.withSlotStats(slot, await this.native.dumpAll(FLOW_MAPS[slot]!)));
+  }
+
+  /**
+   * readSlot a chunk at a time: every flow of a retired slot, not deleted,
+   * read into `buf` (a whole number of flow records, reused for each chunk)
+   * and handed to `onChunk` as a view of `buf` that is valid until what
+   * onChunk returns has settled. Memory stays one chunk however many flows
+   * the slot holds; nothing writes a retired slot, so the chunks are every
+   * flow exactly once.
+   */
+  readSlotChunks(slot: number, buf: Buffer, onChunk: (records: Buffer) => void | Promise<void>): Promise<SlotRead> {
+    return this.serial.run(async () => {
+      let count = 0;
+      let cursor: Buffer | null = null;
+      for (;;) {
+        let chunk: { count: number; next: Buffer | null };
+        try {
+          chunk = await this.native.dumpChunk(FLOW_MAPS[slot]!, buf, cursor);
+        } catch (err) {
+          // One hash bucket holds more flows than buf: a bigger buffer for the rest of this read.
+          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+          buf = Buffer.allocUnsafeSlow(buf.length * 2);
+          continue;
+        }
+        if (chunk.count > 0) await onChunk(buf.subarray(0, chunk.count * FLOW_RECORD_SIZE));
+        count += chunk.count;
+        cursor = chunk.next;
+        if (!cursor) break;
+      }
+      const { newFlows, insertFailed } = this.slotStats(slot);
+      return { slot, count, newFlows, insertFailed, evicted: Math.max(0, newFlows - count) };
+    });
   }
 
   /** Empty a retired slot and its insert counters, ready to be flipped to again. */

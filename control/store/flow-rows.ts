@@ -18,7 +18,14 @@
  * - ports, vlans: UInt16 LE; protocol, tcp_flags, tcp_flags_ns: UInt8.
  * - packets, bytes, dropped_*: UInt64 LE (copied, exact past 2^53); rule_id UInt32 LE.
  */
-import { FLOW_RECORD_OFFSETS as O, FLOW_RECORD_SIZE, flowRecordCount } from '../datapath/layout.js';
+import {
+  FLOW_KEY,
+  FLOW_RECORD_OFFSETS as O,
+  FLOW_RECORD_SIZE,
+  FLOW_VALUE,
+  flowRecordCount,
+  type Struct,
+} from '../datapath/layout.js';
 import type { EncodedRows } from './types.js';
 
 export const FLOW_COLUMNS = Object.freeze([
@@ -138,58 +145,174 @@ function rowBinaryString(s: string): Buffer {
 
 /** Encode every record of a drain buffer (a whole number of FLOW_RECORD_SIZE records). */
 export function encodeFlowRows(records: Buffer, ctx: FlowRowContext): EncodedRows {
-  const n = flowRecordCount(records);
-  // host, iface and direction are the same for every flow of an interface and direction.
-  // A first pass finds them, so the body is allocated once at its exact size.
-  const host = rowBinaryString(ctx.host);
-  const prefixes = new Map<number, Buffer>();
-  let size = 0;
-  for (let b = 0; b < n * FLOW_RECORD_SIZE; b += FLOW_RECORD_SIZE) {
-    const key = records.readUInt32LE(b + O.ifindex) * 2 + (records[b + O.direction] === 2 ? 1 : 0);
-    let prefix = prefixes.get(key);
+  const body = new FlowRowEncoder(ctx).encode(records);
+  return { body, format: 'RowBinary', rows: flowRecordCount(records), columns: FLOW_COLUMNS };
+}
+
+/**
+ * encodeFlowRows a slice at a time: one encoder per batch (one context),
+ * encode() per slice of its records, each into a Buffer of its own — a
+ * batch streams to the store without its whole body in memory at once.
+ */
+export class FlowRowEncoder {
+  private readonly host: Buffer;
+  /** host, iface and direction are the same for every flow of an interface and direction. */
+  private readonly prefixes = new Map<number, Buffer>();
+  private readonly times = new EpochMicros();
+  private readonly fixed: boolean;
+  private readonly offsetUs: number;
+  private readonly offsetRemNs: number;
+
+  constructor(private readonly ctx: FlowRowContext) {
+    this.host = rowBinaryString(ctx.host);
+    // A fixed offset (what a clock sampled once per drain gives) avoids BigInt per row altogether.
+    this.fixed = ctx.epochOffsetNs !== undefined;
+    this.offsetUs = this.fixed ? Number((ctx.epochOffsetNs! - floorMod(ctx.epochOffsetNs!, 1000n)) / 1000n) : 0;
+    this.offsetRemNs = this.fixed ? Number(floorMod(ctx.epochOffsetNs!, 1000n)) : 0;
+  }
+
+  private prefix(key: number): Buffer {
+    let prefix = this.prefixes.get(key);
     if (prefix === undefined) {
       const egress = (key & 1) === 1;
       prefix = Buffer.concat([
-        host,
-        rowBinaryString(ctx.ifaceName(Math.floor(key / 2))),
+        this.host,
+        rowBinaryString(this.ctx.ifaceName(Math.floor(key / 2))),
         Buffer.from([egress ? 2 : 1]),
       ]);
-      prefixes.set(key, prefix);
+      this.prefixes.set(key, prefix);
     }
-    size += prefix.length + ROW_TAIL;
+    return prefix;
   }
-  const buf = Buffer.allocUnsafe(size);
-  let pos = 0;
-  const times = new EpochMicros();
-  // A fixed offset (what a clock sampled once per drain gives) avoids BigInt per row altogether.
-  const fixed = ctx.epochOffsetNs !== undefined;
-  const offsetUs = fixed ? Number((ctx.epochOffsetNs! - floorMod(ctx.epochOffsetNs!, 1000n)) / 1000n) : 0;
-  const offsetRemNs = fixed ? Number(floorMod(ctx.epochOffsetNs!, 1000n)) : 0;
-  for (let b = 0; b < n * FLOW_RECORD_SIZE; b += FLOW_RECORD_SIZE) {
-    const prefix = prefixes.get(records.readUInt32LE(b + O.ifindex) * 2 + (records[b + O.direction] === 2 ? 1 : 0))!;
-    pos = putRaw(buf, pos, prefix, 0, prefix.length);
-    if (fixed) {
-      pos = putMicros(buf, pos, monoToEpochMicros(records, b + O.firstSeenNs, offsetUs, offsetRemNs));
-      pos = putMicros(buf, pos, monoToEpochMicros(records, b + O.lastSeenNs, offsetUs, offsetRemNs));
-    } else {
-      pos = putMicros(buf, pos, times.of(ctx.monoToEpochNs(records.readBigUInt64LE(b + O.firstSeenNs))));
-      pos = putMicros(buf, pos, times.of(ctx.monoToEpochNs(records.readBigUInt64LE(b + O.lastSeenNs))));
+
+  /** The RowBinary rows of `records` (a whole number of FLOW_RECORD_SIZE records), in a Buffer of their exact size. */
+  encode(records: Buffer): Buffer {
+    const n = flowRecordCount(records);
+    const { times, fixed, offsetUs, offsetRemNs } = this;
+    const ctx = this.ctx;
+    // A first pass finds the prefixes, so the body is allocated once at its exact size.
+    let size = 0;
+    for (let b = 0; b < n * FLOW_RECORD_SIZE; b += FLOW_RECORD_SIZE) {
+      size += this.prefix(records.readUInt32LE(b + O.ifindex) * 2 + (records[b + O.direction] === 2 ? 1 : 0)).length;
     }
-    pos = putRaw(buf, pos, records, b + O.srcAddr, 16);
-    pos = putRaw(buf, pos, records, b + O.dstAddr, 16);
-    pos = putRaw(buf, pos, records, b + O.srcPort, 2);
-    pos = putRaw(buf, pos, records, b + O.dstPort, 2);
-    buf[pos++] = records[b + O.protocol]!;
-    pos = putRaw(buf, pos, records, b + O.vlan, 2);
-    pos = putRaw(buf, pos, records, b + O.innerVlan, 2);
-    const tcpFlags = records.readUInt32LE(b + O.tcpFlags);
-    buf[pos++] = tcpFlags & 0xff;
-    buf[pos++] = (tcpFlags >>> 8) & 1;
-    pos = putRaw(buf, pos, records, b + O.packets, 8);
-    pos = putRaw(buf, pos, records, b + O.bytes, 8);
-    pos = putRaw(buf, pos, records, b + O.droppedPackets, 8);
-    pos = putRaw(buf, pos, records, b + O.droppedBytes, 8);
-    pos = putRaw(buf, pos, records, b + O.ruleId, 4);
+    size += n * ROW_TAIL;
+    const buf = Buffer.allocUnsafe(size);
+    let pos = 0;
+    const prefixes = this.prefixes;
+    for (let b = 0; b < n * FLOW_RECORD_SIZE; b += FLOW_RECORD_SIZE) {
+      const prefix = prefixes.get(records.readUInt32LE(b + O.ifindex) * 2 + (records[b + O.direction] === 2 ? 1 : 0))!;
+      pos = putRaw(buf, pos, prefix, 0, prefix.length);
+      if (fixed) {
+        pos = putMicros(buf, pos, monoToEpochMicros(records, b + O.firstSeenNs, offsetUs, offsetRemNs));
+        pos = putMicros(buf, pos, monoToEpochMicros(records, b + O.lastSeenNs, offsetUs, offsetRemNs));
+      } else {
+        pos = putMicros(buf, pos, times.of(ctx.monoToEpochNs(records.readBigUInt64LE(b + O.firstSeenNs))));
+        pos = putMicros(buf, pos, times.of(ctx.monoToEpochNs(records.readBigUInt64LE(b + O.lastSeenNs))));
+      }
+      pos = putRaw(buf, pos, records, b + O.srcAddr, 16);
+      pos = putRaw(buf, pos, records, b + O.dstAddr, 16);
+      pos = putRaw(buf, pos, records, b + O.srcPort, 2);
+      pos = putRaw(buf, pos, records, b + O.dstPort, 2);
+      buf[pos++] = records[b + O.protocol]!;
+      pos = putRaw(buf, pos, records, b + O.vlan, 2);
+      pos = putRaw(buf, pos, records, b + O.innerVlan, 2);
+      const tcpFlags = records.readUInt32LE(b + O.tcpFlags);
+      buf[pos++] = tcpFlags & 0xff;
+      buf[pos++] = (tcpFlags >>> 8) & 1;
+      pos = putRaw(buf, pos, records, b + O.packets, 8);
+      pos = putRaw(buf, pos, records, b + O.bytes, 8);
+      pos = putRaw(buf, pos, records, b + O.droppedPackets, 8);
+      pos = putRaw(buf, pos, records, b + O.droppedBytes, 8);
+      pos = putRaw(buf, pos, records, b + O.ruleId, 4);
+    }
+    return buf;
   }
-  return { body: buf, format: 'RowBinary', rows: n, columns: FLOW_COLUMNS };
+}
+
+/*
+ * The same rows without JavaScript in between, for the embedded engine:
+ * ClickHouse reads the drained records as they are — RowBinary of the
+ * record's fixed-size fields back to back is the packed record itself — and
+ * FLOW_RECORDS_SELECT turns them into FLOW_COLUMNS with the same values
+ * encodeFlowRows writes (store.test.ts inserts both ways and compares).
+ */
+
+/** A ClickHouse type for each record field: by size, addresses as IPv6, padding as bytes. */
+function recordFieldTypes(prefix: string, s: Struct): string[] {
+  return Object.entries(s.fields).map(([name, f]) => {
+    const type =
+      name.endsWith('_addr') && f.size === 16
+        ? 'IPv6'
+        : f.size === 1
+          ? 'UInt8'
+          : f.size === 2
+            ? 'UInt16'
+            : f.size === 4
+              ? 'UInt32'
+              : f.size === 8
+                ? 'UInt64'
+                : `FixedString(${f.size})`;
+    return `${prefix}${name} ${type}`;
+  });
+}
+
+/** The structure of one packed key||value record for file()/input() in RowBinary: k_<key field>, v_<value field>. */
+export const FLOW_RECORD_STRUCTURE = [...recordFieldTypes('k_', FLOW_KEY), ...recordFieldTypes('v_', FLOW_VALUE)].join(
+  ', ',
+);
+
+/** What the rows of raw records need besides the records (a spooled batch's meta). */
+export interface FlowRecordContext {
+  host: string;
+  /** ifindex → interface name; another ifindex is named `if<ifindex>`. */
+  ifaces: Record<string, string>;
+  /** Added to the records' CLOCK_MONOTONIC ns to get epoch ns. */
+  epochOffsetNs: bigint;
+}
+
+/** A ClickHouse string literal. */
+function sqlString(s: string): string {
+  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+/**
+ * `SELECT <FLOW_COLUMNS, in order> FROM <source>` over raw records of
+ * FLOW_RECORD_STRUCTURE: what `INSERT INTO flowgate.flows (FLOW_COLUMNS)`
+ * takes. Each expression is encodeFlowRows' for its column: times are
+ * floor((mono + offset) / 1000) µs, clamped at 0; direction 2 is egress,
+ * anything else ingress; tcp_flags the low 8 bits, tcp_flags_ns the ninth.
+ */
+export function flowRecordsSelect(source: string, ctx: FlowRecordContext): string {
+  const ifaces = Object.entries(ctx.ifaces).filter(([k]) => /^\d{1,10}$/.test(k) && Number(k) < 2 ** 32);
+  const fallback = "concat('if', toString(k_ifindex))";
+  const iface = ifaces.length
+    ? `transform(k_ifindex, CAST([${ifaces.map(([k]) => k).join(', ')}] AS Array(UInt32)), ` +
+      `[${ifaces.map(([, v]) => sqlString(v)).join(', ')}], ${fallback})`
+    : fallback;
+  const offset = BigInt.asIntN(64, ctx.epochOffsetNs);
+  if (offset !== ctx.epochOffsetNs) throw new RangeError(`epoch offset ${ctx.epochOffsetNs} is not a 64-bit integer`);
+  const micros = (field: string): string =>
+    `fromUnixTimestamp64Micro(greatest(intDiv(toInt64(${field}) + toInt64(${offset}), 1000), 0), 'UTC')`;
+  const expr: Record<(typeof FLOW_COLUMNS)[number], string> = {
+    host: sqlString(ctx.host),
+    iface,
+    direction: 'if(k_direction = 2, 2, 1)',
+    first_seen: micros('v_first_seen_ns'),
+    last_seen: micros('v_last_seen_ns'),
+    src_addr: 'k_src_addr',
+    dst_addr: 'k_dst_addr',
+    src_port: 'k_src_port',
+    dst_port: 'k_dst_port',
+    protocol: 'k_protocol',
+    vlan: 'k_vlan',
+    inner_vlan: 'k_inner_vlan',
+    tcp_flags: 'bitAnd(v_tcp_flags, 255)',
+    tcp_flags_ns: 'bitAnd(bitShiftRight(v_tcp_flags, 8), 1)',
+    packets: 'v_packets',
+    bytes: 'v_bytes',
+    dropped_packets: 'v_dropped_packets',
+    dropped_bytes: 'v_dropped_bytes',
+    rule_id: 'v_rule_id',
+  };
+  return `SELECT ${FLOW_COLUMNS.map((c) => `${expr[c]} AS ${c}`).join(', ')} FROM ${source}`;
 }

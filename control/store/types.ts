@@ -35,6 +35,28 @@ export interface EncodedRows {
   columns: readonly string[];
 }
 
+/**
+ * A drained batch as the kernel gave it (packed key||value records,
+ * control/datapath/layout.ts), for the store to turn into rows its own
+ * way: the embedded engine reads the records itself, a server gets them
+ * encoded as RowBinary a slice at a time (flow-rows.ts).
+ */
+export interface FlowRecordBatch {
+  format: 'FlowRecords';
+  rows: number;
+  host: string;
+  /** ifindex → interface name at the drain; another ifindex is named `if<ifindex>`. */
+  ifaces: Record<string, string>;
+  /** Wall clock minus CLOCK_MONOTONIC at the drain, ns: what turns the records' times into epoch times. */
+  epochOffsetNs: bigint;
+  /**
+   * The records in order, a slice at a time: each slice is valid until the
+   * next is asked for. One pass only (a retried insert gets a new batch); it
+   * throws when the records do not add up to `rows`.
+   */
+  records(): Iterable<Buffer> | AsyncIterable<Buffer>;
+}
+
 export interface QueryResult {
   columns: Array<{ name: string; type: string }>;
   rows: unknown[][];
@@ -105,7 +127,7 @@ export interface FlowStore {
    * retries and restarts: a retried insert of the same token is dropped by
    * ClickHouse's insert deduplication, so each row lands exactly once.
    */
-  insertFlows(rows: EncodedRows, token: string): Promise<void>;
+  insertFlows(rows: EncodedRows | FlowRecordBatch, token: string): Promise<void>;
   /** Read-only SQL (readonly=1 and the limits), for the API and the CLI. */
   query(sql: string, limits: QueryLimits): Promise<QueryResult>;
   /**

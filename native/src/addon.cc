@@ -8,6 +8,7 @@
 #include "info.h"
 #include "layout.h"
 #include "libbpf_log.h"
+#include "memory.h"
 #include "program.h"
 
 #include <napi.h>
@@ -46,6 +47,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	exports.Set("constants", Napi::Function::New(env, Constants, "constants"));
 	exports.Set("ifindex", Napi::Function::New(env, Ifindex, "ifindex"));
 	exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpusJs, "possibleCpus"));
+	exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc, "tuneMalloc"));
 	return exports;
 }
 

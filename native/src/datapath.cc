@@ -106,6 +106,7 @@ Napi::Function Datapath::DefineClass(Napi::Env env)
 			InstanceMethod<&Datapath::MapInfo>("mapInfo"),
 			InstanceMethod<&Datapath::LookupAndDeleteAll>("lookupAndDeleteAll"),
 			InstanceMethod<&Datapath::DumpAll>("dumpAll"),
+			InstanceMethod<&Datapath::DumpChunk>("dumpChunk"),
 			InstanceMethod<&Datapath::UpdateBatch>("updateBatch"),
 			InstanceMethod<&Datapath::DeleteBatch>("deleteBatch"),
 			InstanceMethod<&Datapath::Clear>("clear"),
@@ -234,6 +235,17 @@ Napi::Value Datapath::DumpAll(const Napi::CallbackInfo &info)
 		DatapathState &s = State(env);
 		const MapRef &m = FG_MAP_ARG(env, s, info);
 		return fg::DumpAll(env, m);
+	});
+}
+
+Napi::Value Datapath::DumpChunk(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	return Async(env, [&]() -> Napi::Value {
+		DatapathState &s = State(env);
+		const MapRef &m = FG_MAP_ARG(env, s, info);
+		Napi::Buffer<uint8_t> out = BufferArg(info, 1, "out");
+		return fg::DumpChunk(env, m, out, info.Length() > 2 ? info[2] : env.Null());
 	});
 }
 

@@ -37,6 +37,7 @@ private:
 	Napi::Value MapInfo(const Napi::CallbackInfo &info);
 	Napi::Value LookupAndDeleteAll(const Napi::CallbackInfo &info);
 	Napi::Value DumpAll(const Napi::CallbackInfo &info);
+	Napi::Value DumpChunk(const Napi::CallbackInfo &info);
 	Napi::Value UpdateBatch(const Napi::CallbackInfo &info);
 	Napi::Value DeleteBatch(const Napi::CallbackInfo &info);
 	Napi::Value Clear(const Napi::CallbackInfo &info);

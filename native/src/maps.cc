@@ -219,6 +219,17 @@ public:
 	{
 		if (!len_)
 			return Napi::Buffer<uint8_t>::New(env, 0);
+		if (len_ <= kCopyBelow) {
+			/*
+			 * A small read (interface counters, a few flows): a copy, and the
+			 * mapping goes now. Handed over, it would stay resident until a GC
+			 * collected its Buffer, which for a few KB can take many drains.
+			 */
+			Napi::Value copy = Napi::Buffer<uint8_t>::Copy(env, p_, len_);
+			munmap(p_, cap_);
+			p_ = nullptr;
+			return copy;
+		}
 		auto *hint = new Mapping{ p_, cap_ };
 		uint8_t *data = p_;
 		p_ = nullptr;
@@ -239,18 +250,27 @@ private:
 
 	void Grow(size_t need)
 	{
-		size_t cap = std::max<size_t>({ need, cap_ * 2, 2 << 20 });
+		size_t cap = std::max<size_t>({ need, cap_ * 2, kMinCapacity });
 		size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
 		cap = (cap + page - 1) / page * page;
 		void *p = p_ ? mremap(p_, cap_, cap, MREMAP_MAYMOVE) :
 			       mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED)
 			throw ErrnoError(ENOMEM, "allocate " + std::to_string(cap) + " bytes for map records");
-		/* Huge pages where the kernel allows: a 120 MB drain takes 60 page faults instead of 30,000. */
-		madvise(p, cap, MADV_HUGEPAGE);
+		/*
+		 * Huge pages where the kernel allows, for big reads only: a 120 MB
+		 * read takes 60 page faults instead of 30,000, but a huge page is
+		 * 2 MB resident however little of it a small read fills.
+		 */
+		if (cap >= kHugePagesFrom)
+			madvise(p, cap, MADV_HUGEPAGE);
 		p_ = static_cast<uint8_t *>(p);
 		cap_ = cap;
 	}
+
+	static constexpr size_t kMinCapacity = 64 << 10;
+	static constexpr size_t kHugePagesFrom = 8 << 20;
+	static constexpr size_t kCopyBelow = 256 << 10;
 
 	uint8_t *p_ = nullptr;
 	size_t len_ = 0;
@@ -597,6 +617,95 @@ private:
 	uint64_t ns_ = 0;
 };
 
+/*
+ * One chunk of a whole-map read of a hash map, into the caller's buffer:
+ * records from a cursor until the buffer is full or the map ends. The
+ * kernel hands out whole hash buckets, so a chunk can end short of full;
+ * the cursor then names the first bucket not returned. A map nothing writes
+ * (a retired flow slot) reads the same across calls, so the chunks add up to
+ * exactly one whole-map read. Nothing is allocated per record: the buffer is
+ * the caller's, reused for every chunk.
+ */
+class DumpChunkWorker : public MapWorker
+{
+public:
+	DumpChunkWorker(Napi::Env env, const MapRef &map, Napi::Buffer<uint8_t> out, const uint8_t *cursor)
+	    : MapWorker(env, map), outRef_(Napi::Persistent(out)), out_(out.Data()),
+	      capacity_(out.Length() / (map.keySize + map.valueSize)), in_(map.keySize + 8),
+	      out_token_(map.keySize + 8), start_(cursor == nullptr)
+	{
+		if (cursor)
+			memcpy(in_.data(), cursor, in_.size());
+	}
+
+private:
+	void Run() override
+	{
+		if (!IsHashType(map_.type))
+			throw ErrnoError::WithMessage(EINVAL, "dumpChunk needs a hash map, " + map_.name + " is type " +
+								      std::to_string(map_.type));
+		size_t rec = map_.keySize + map_.valueSize;
+		uint32_t batch = static_cast<uint32_t>(std::min<size_t>(BatchFor(map_), capacity_));
+		Bytes keys(static_cast<size_t>(batch) * map_.keySize);
+		Bytes values(static_cast<size_t>(batch) * map_.kernelValueSize);
+		LIBBPF_OPTS(bpf_map_batch_opts, opts);
+		bool first = start_;
+		while (count_ < capacity_) {
+			__u32 n = static_cast<__u32>(std::min<size_t>(batch, capacity_ - count_));
+			int err = bpf_map_lookup_batch(map_.fd.get(), first ? nullptr : in_.data(), out_token_.data(),
+						       keys.data(), values.data(), &n, &opts);
+			if (err && err != -ENOENT) {
+				if (err == -ENOSPC && n == 0) {
+					/* The next bucket holds more entries than this request: the next chunk, or a bigger scratch. */
+					if (count_ > 0)
+						break;
+					if (batch >= capacity_)
+						throw ErrnoError(err,
+								 "read of map " + map_.name +
+									 ": one hash bucket holds more than " +
+									 std::to_string(capacity_) + " entries",
+								 "pass a bigger buffer to dumpChunk");
+					batch = static_cast<uint32_t>(
+						std::min<size_t>(static_cast<size_t>(batch) * 2, capacity_));
+					keys.resize(static_cast<size_t>(batch) * map_.keySize);
+					values.resize(static_cast<size_t>(batch) * map_.kernelValueSize);
+					continue;
+				}
+				throw ErrnoError(err, "lookup batch of map " + map_.name);
+			}
+			uint8_t *at = out_ + count_ * rec;
+			for (uint32_t i = 0; i < n; i++, at += rec) {
+				memcpy(at, keys.data() + static_cast<size_t>(i) * map_.keySize, map_.keySize);
+				ToUser(map_, values.data() + static_cast<size_t>(i) * map_.kernelValueSize,
+				       at + map_.keySize);
+			}
+			count_ += n;
+			if (err == -ENOENT) {
+				done_ = true;
+				return;
+			}
+			in_.swap(out_token_);
+			first = false;
+		}
+	}
+	Napi::Value Result(Napi::Env env) override
+	{
+		Napi::Object o = Napi::Object::New(env);
+		o.Set("count", Napi::Number::New(env, static_cast<double>(count_)));
+		o.Set("next",
+		      done_ ? env.Null() : Napi::Buffer<uint8_t>::Copy(env, in_.data(), in_.size()).As<Napi::Value>());
+		return o;
+	}
+	/* Keeps the caller's buffer alive (and its memory where it is) while the worker writes into it. */
+	Napi::Reference<Napi::Buffer<uint8_t>> outRef_;
+	uint8_t *out_;
+	size_t capacity_;
+	Bytes in_, out_token_;
+	bool start_;
+	size_t count_ = 0;
+	bool done_ = false;
+};
+
 void CheckMultiple(Napi::Env env, const MapRef &m, const char *what, size_t len, size_t unit)
 {
 	if (len % unit != 0)
@@ -623,6 +732,23 @@ Napi::Promise LookupAndDeleteAll(Napi::Env env, const MapRef &map)
 Napi::Promise DumpAll(Napi::Env env, const MapRef &map)
 {
 	return (new ReadAllWorker(env, map, false))->Start();
+}
+
+Napi::Promise DumpChunk(Napi::Env env, const MapRef &map, Napi::Buffer<uint8_t> out, Napi::Value cursor)
+{
+	size_t rec = map.keySize + map.valueSize;
+	if (out.Length() < rec || out.Length() % rec != 0)
+		ThrowTypeError(env, "dumpChunk of map " + map.name + ": the buffer is " + std::to_string(out.Length()) +
+					    " bytes, not a whole number (at least one) of " + std::to_string(rec) +
+					    "-byte records");
+	const uint8_t *at = nullptr;
+	if (!cursor.IsNull() && !cursor.IsUndefined()) {
+		if (!cursor.IsBuffer() || cursor.As<Napi::Buffer<uint8_t>>().Length() != map.keySize + 8)
+			ThrowTypeError(env, "dumpChunk of map " + map.name +
+						    ": the cursor must be null or the `next` of the previous chunk");
+		at = cursor.As<Napi::Buffer<uint8_t>>().Data();
+	}
+	return (new DumpChunkWorker(env, map, out, at))->Start();
 }
 
 Napi::Promise UpdateBatch(Napi::Env env, const MapRef &map, Napi::Buffer<uint8_t> keys, Napi::Buffer<uint8_t> values)

@@ -20,6 +20,13 @@ namespace fg
 Napi::Promise LookupAndDeleteAll(Napi::Env env, const MapRef &map);
 /* Promise<Buffer>: every entry as key||value records. */
 Napi::Promise DumpAll(Napi::Env env, const MapRef &map);
+/*
+ * Promise<{count, next}>: records of a hash map read (not deleted) into `out`
+ * (a whole number of key||value records), starting at `cursor` (null: the
+ * first bucket). `next` is the cursor of the following chunk, null once the
+ * map is read to its end.
+ */
+Napi::Promise DumpChunk(Napi::Env env, const MapRef &map, Napi::Buffer<uint8_t> out, Napi::Value cursor);
 Napi::Promise UpdateBatch(Napi::Env env, const MapRef &map, Napi::Buffer<uint8_t> keys, Napi::Buffer<uint8_t> values);
 Napi::Promise DeleteBatch(Napi::Env env, const MapRef &map, Napi::Buffer<uint8_t> keys);
 /* Promise<number>: entries deleted (hash, LPM) or zeroed (arrays). */

@@ -363,6 +363,48 @@ describe('datapath (root)', () => {
     await assert.rejects(dp!.drainBaseline('rule_stats'), (e: NodeJS.ErrnoException) => e.code === 'EINVAL');
   });
 
+  rootTest('flows_b: dumpChunk reads the map exactly once, a reused buffer at a time', async () => {
+    const rec = KEY.size + VALUE.size;
+    const n = 20000;
+    const big = flowBatch(n);
+    await dp!.updateBatch('flows_b', big.keys, big.values);
+    try {
+      // Chunks of a few records, a prime number of them, a kernel batch, and more than the map holds.
+      for (const size of [7, 997, 4096, 65536]) {
+        const buf = Buffer.alloc(size * rec);
+        const got: string[] = [];
+        let cursor: Buffer | null = null;
+        let calls = 0;
+        do {
+          const chunk: { count: number; next: Buffer | null } = await dp!.dumpChunk('flows_b', buf, cursor);
+          assert.ok(chunk.count <= size);
+          assert.ok(chunk.count > 0 || chunk.next === null, 'only the last chunk may be empty');
+          got.push(...records(buf.subarray(0, chunk.count * rec), rec));
+          cursor = chunk.next;
+          calls++;
+        } while (cursor);
+        assert.equal(got.length, n, `chunks of ${size}: every flow`);
+        assert.deepEqual(got.sort(), big.recs, `chunks of ${size}: each flow once`);
+        assert.ok(calls >= Math.ceil(n / size), `chunks of ${size}: never more than the buffer holds`);
+      }
+      // Nothing was deleted.
+      assert.equal(records(await dp!.dumpAll('flows_b'), rec).length, n);
+      // An empty map: one chunk of nothing, no cursor.
+      await dp!.drainBaseline('flows_b');
+      assert.deepEqual(await dp!.dumpChunk('flows_b', Buffer.alloc(rec), null), { count: 0, next: null });
+      // Bad shapes: a buffer that is not whole records, a foreign cursor, a map that is not a hash.
+      await assert.rejects(dp!.dumpChunk('flows_b', Buffer.alloc(rec + 1), null), TypeError);
+      await assert.rejects(dp!.dumpChunk('flows_b', Buffer.alloc(0), null), TypeError);
+      await assert.rejects(dp!.dumpChunk('flows_b', Buffer.alloc(rec), Buffer.alloc(3)), TypeError);
+      await assert.rejects(
+        dp!.dumpChunk('rule_stats', Buffer.alloc(4 + L.fg_rule_stats!.size), null),
+        (e: NodeJS.ErrnoException) => e.code === 'EINVAL',
+      );
+    } finally {
+      await dp!.drainBaseline('flows_b');
+    }
+  });
+
   rootTest('per-CPU maps: values replicated in, summed out', async () => {
     const cpus = native.possibleCpus();
     const key = Buffer.alloc(4);

@@ -15,7 +15,8 @@ import { after, before, describe, it } from 'node:test';
 import { parseServerUrl, systemCaBundle } from '../../control/store/client.js';
 import { encodeFlowRows } from '../../control/store/flow-rows.js';
 import { ClickHouseFlowStore } from '../../control/store/flow-store.js';
-import { StoreError, type QueryLimits } from '../../control/store/types.js';
+import { FLOW_RECORD_SIZE } from '../../control/datapath/layout.js';
+import { StoreError, type FlowRecordBatch, type QueryLimits } from '../../control/store/types.js';
 import { startClickHouseHttp, type ClickHouseHttp } from '../lib/clickhouse-http-server.js';
 import { context, drain, flow, v4 } from './records.js';
 
@@ -264,5 +265,62 @@ describe('https', () => {
     } finally {
       await tlsStore.close();
     }
+  });
+});
+
+// Last: it adds rows that the counts above do not expect.
+describe('raw drain records over HTTP', () => {
+  it('streams raw drain records as RowBinary a slice at a time: the same rows, once per token', async () => {
+    const n = 40_000;
+    const records = drain(
+      Array.from({ length: n }, (_, i) =>
+        flow({ srcAddr: v4(`10.7.${(i >> 8) & 255}.${i & 255}`), bytes: i, ifindex: 2 + (i % 3), srcPort: i % 60000 }),
+      ),
+    );
+    const raw = (slices: number): FlowRecordBatch => ({
+      format: 'FlowRecords',
+      rows: n,
+      host: 'raw-host',
+      ifaces: { 2: 'eth0', 3: 'eth1' },
+      epochOffsetNs: OFFSET,
+      *records() {
+        const step = Math.ceil(n / slices) * FLOW_RECORD_SIZE;
+        const buf = Buffer.alloc(step); // reused: each slice is valid until the next, as the spool's are
+        for (let at = 0; at < records.length; at += step) {
+          const len = Math.min(step, records.length - at);
+          records.copy(buf, 0, at, at + len);
+          yield buf.subarray(0, len);
+        }
+      },
+    });
+    await store.insertFlows(raw(37), 'server:raw');
+    await store.insertFlows(raw(5), 'server:raw');
+    await store.insertFlows(
+      encodeFlowRows(records, { ...context(OFFSET, { 2: 'eth0', 3: 'eth1' }), host: 'enc-host' }),
+      'server:enc',
+    );
+    const sums = async (host: string): Promise<unknown[][]> =>
+      (
+        await store.query(
+          `SELECT iface, count(), sum(bytes), sum(src_port), min(first_seen), max(last_seen) FROM flows
+           WHERE host = '${host}' GROUP BY iface ORDER BY iface`,
+          LIMITS,
+        )
+      ).rows;
+    const want = await sums('enc-host');
+    assert.equal(want.length, 3);
+    assert.deepEqual(await sums('raw-host'), want);
+
+    // Records that break off mid-stream: the insert fails and stores nothing.
+    const broken: FlowRecordBatch = {
+      ...raw(10),
+      host: 'broken-host',
+      *records() {
+        yield records.subarray(0, 1000 * FLOW_RECORD_SIZE);
+        throw new Error('spool read failed');
+      },
+    };
+    await assert.rejects(store.insertFlows(broken, 'server:broken'));
+    assert.deepEqual((await store.query("SELECT count() FROM flows WHERE host = 'broken-host'", LIMITS)).rows, [[0]]);
   });
 });

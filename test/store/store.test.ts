@@ -11,11 +11,11 @@ import { after, before, describe, it } from 'node:test';
 import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import { FLOW_RECORD_OFFSETS, FLOW_RECORD_SIZE } from '../../control/datapath/layout.js';
-import { encodeFlowRows } from '../../control/store/flow-rows.js';
+import { FLOW_RECORD_STRUCTURE, encodeFlowRows, flowRecordsSelect } from '../../control/store/flow-rows.js';
 import { ClickHouseFlowStore } from '../../control/store/flow-store.js';
 import { embeddedDataDir } from '../../control/store/client.js';
 import { defaultSchemaDir, migrate } from '../../control/store/migrate.js';
-import { StoreError, type QueryLimits } from '../../control/store/types.js';
+import { StoreError, type FlowRecordBatch, type QueryLimits } from '../../control/store/types.js';
 import { context, drain, flow, sampleV4Flow, v4, v6 } from './records.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'flowgate-store-test-'));
@@ -65,6 +65,7 @@ describe('migrations', () => {
       ['002_rollups', 1, 64],
       ['003_counters', 1, 64],
       ['004_rule_history', 1, 64],
+      ['005_rules', 1, 64],
     ]);
     const tables = await store.query(
       "SELECT name FROM system.tables WHERE database = 'flowgate' ORDER BY name",
@@ -79,6 +80,7 @@ describe('migrations', () => {
         'iface_counters',
         'rule_counters',
         'rule_history',
+        'rules',
         'schema_migrations',
         'talkers_1h',
         'talkers_1h_mv',
@@ -92,7 +94,7 @@ describe('migrations', () => {
     try {
       await a.command({ query: 'DROP TABLE flowgate.schema_migrations' });
       const [ra, rb] = await Promise.all([migrate(a, defaultSchemaDir(), 30), migrate(b, defaultSchemaDir(), 30)]);
-      assert.ok(ra.length + rb.length >= 4, `applied ${ra} and ${rb}`);
+      assert.ok(ra.length + rb.length >= 5, `applied ${ra} and ${rb}`);
       const r = await rows<{ version: string; n: string }>(
         a,
         'SELECT version, count() AS n FROM flowgate.schema_migrations FINAL GROUP BY version ORDER BY version',
@@ -104,6 +106,7 @@ describe('migrations', () => {
           ['002_rollups', 1],
           ['003_counters', 1],
           ['004_rule_history', 1],
+          ['005_rules', 1],
         ],
       );
       assert.deepEqual(await store.migrate(), []);
@@ -164,7 +167,8 @@ describe('migrations', () => {
   it('sets the TTLs from the retention, and changes them when it changes', async () => {
     const ttls = async (): Promise<Record<string, string>> => {
       const r = await store.query(
-        "SELECT name, extract(engine_full, 'TTL (.*?) SETTINGS') FROM system.tables WHERE database = 'flowgate' AND engine LIKE '%MergeTree' AND name != 'schema_migrations'",
+        // flowgate.rules has no TTL: a rule lives until it is deleted.
+      "SELECT name, extract(engine_full, 'TTL (.*?) SETTINGS') FROM system.tables WHERE database = 'flowgate' AND engine LIKE '%MergeTree' AND name NOT IN ('schema_migrations', 'rules')",
         LIMITS,
       );
       return Object.fromEntries(r.rows.map(([n, t]) => [n as string, t as string]));
@@ -341,6 +345,140 @@ describe('insertFlows', () => {
       LIMITS,
     );
     assert.deepEqual(r.rows, [[n / 2, (n / 2) * 100]]);
+  });
+});
+
+describe('insertFlows of raw drain records (the embedded engine converts them)', () => {
+  const names = { 2: 'eth0', 3: "we'ird\\\tname" };
+  /** Flows with every field exercised: wide times, unknown ifindexes, both directions and odd ones, the ninth TCP flag. */
+  function sample(n: number, wide = true): Buffer {
+    let seed = 7;
+    const rnd = (m: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % m;
+    };
+    const flows = Array.from({ length: n }, (_, i) => {
+      // Wide: any time at all (for the conversion); else within the hour after mono 5 s (one partition, inside the TTL).
+      const first = wide
+        ? BigInt(rnd(2 ** 30)) * BigInt(rnd(2 ** 30) + 1) + BigInt(i)
+        : 5_000_000_000n + BigInt(rnd(3_000_000)) * 1_000_000n + BigInt(i);
+      return flow({
+        family: i % 3 === 0 ? 6 : 4,
+        srcAddr:
+          i % 3 === 0
+            ? v6(`2001:0db8:0000:0000:0000:0000:${rnd(65536).toString(16)}:${i.toString(16)}`)
+            : v4(`10.${rnd(256)}.${rnd(256)}.${i % 256}`),
+        dstAddr: v4(`192.0.2.${rnd(256)}`),
+        srcPort: rnd(65536),
+        dstPort: rnd(65536),
+        protocol: rnd(256),
+        vlan: rnd(4096),
+        innerVlan: rnd(4096),
+        ifindex: [2, 3, 7, 0xffffffff][i % 4]!,
+        direction: i % 2 ? 'egress' : 'ingress',
+        packets: rnd(2 ** 31),
+        bytes: rnd(2 ** 31) * 3,
+        droppedPackets: rnd(3),
+        droppedBytes: rnd(200),
+        firstSeenNs: first,
+        lastSeenNs: first + BigInt(rnd(2 ** 31)),
+        ruleId: rnd(2 ** 31),
+        tcpFlags: rnd(0x200),
+      });
+    });
+    const buf = drain(flows);
+    buf.writeBigUInt64LE(2n ** 64n - 1n, FLOW_RECORD_OFFSETS.packets); // u64 at its top
+    buf[FLOW_RECORD_SIZE + FLOW_RECORD_OFFSETS.direction] = 0; // not a direction: ingress, as encodeFlowRows has it
+    buf[2 * FLOW_RECORD_SIZE + FLOW_RECORD_OFFSETS.direction] = 7;
+    return buf;
+  }
+  const normalized = (source: string): string =>
+    `SELECT host, iface, toInt8(direction) AS d, toString(first_seen) AS f, toString(last_seen) AS l,
+            toString(src_addr) AS sa, toString(dst_addr) AS da, src_port, dst_port, protocol, vlan, inner_vlan,
+            tcp_flags, tcp_flags_ns, toString(packets) AS p, toString(bytes) AS b, toString(dropped_packets) AS dp,
+            toString(dropped_bytes) AS db, rule_id FROM (${source})`;
+  const ROW_BINARY_STRUCTURE =
+    "host String, iface String, direction Enum8('ingress' = 1, 'egress' = 2), first_seen DateTime64(6, 'UTC'), " +
+    "last_seen DateTime64(6, 'UTC'), src_addr IPv6, dst_addr IPv6, src_port UInt16, dst_port UInt16, protocol UInt8, " +
+    'vlan UInt16, inner_vlan UInt16, tcp_flags UInt8, tcp_flags_ns UInt8, packets UInt64, bytes UInt64, ' +
+    'dropped_packets UInt64, dropped_bytes UInt64, rule_id UInt32';
+
+  it('are the rows encodeFlowRows writes, value for value (times clamped at 1970, names escaped)', async () => {
+    const records = sample(3000);
+    const client = rawClient();
+    try {
+      // Offsets: the usual, one that puts early flows before 1970, one with a remainder of 999 ns.
+      for (const offset of [OFFSET, -(2n ** 58n), 1_700_000_000_000_000_999n]) {
+        const raw = path.join(dir, 'raw.bin');
+        const enc = path.join(dir, 'enc.bin');
+        writeFileSync(raw, records);
+        writeFileSync(enc, encodeFlowRows(records, { ...context(offset, names), epochOffsetNs: offset }).body);
+        const fromRaw = await rows<Record<string, unknown>>(
+          client,
+          normalized(
+            flowRecordsSelect(`file('${raw}', 'RowBinary', '${FLOW_RECORD_STRUCTURE}')`, {
+              host: 'test-host',
+              ifaces: names,
+              epochOffsetNs: offset,
+            }),
+          ),
+        );
+        const fromEncoded = await rows<Record<string, unknown>>(
+          client,
+          normalized(`SELECT * FROM file('${enc}', 'RowBinary', '${ROW_BINARY_STRUCTURE.replace(/'/g, "\\'")}')`),
+        );
+        assert.equal(fromRaw.length, 3000);
+        assert.deepEqual(fromRaw, fromEncoded);
+      }
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('lands once per token, with the rollups, and the records may come in slices', async () => {
+    const records = sample(5000, false);
+    const batch = (host: string): FlowRecordBatch => ({
+      format: 'FlowRecords',
+      rows: 5000,
+      host,
+      ifaces: names,
+      epochOffsetNs: OFFSET,
+      *records() {
+        for (let at = 0; at < records.length; at += 777 * FLOW_RECORD_SIZE) {
+          yield records.subarray(at, Math.min(records.length, at + 777 * FLOW_RECORD_SIZE));
+        }
+      },
+    });
+    await store.insertFlows(batch('raw-host'), 'test:raw');
+    await store.insertFlows(batch('raw-host'), 'test:raw'); // a retry
+    await store.insertFlows(encodeFlowRows(records, { ...context(OFFSET, names), host: 'enc-host' }), 'test:enc');
+    const count = (table: string, host: string): Promise<unknown[][]> =>
+      store
+        .query(`SELECT count(), toString(sum(packets)), sum(bytes) FROM ${table} WHERE host = '${host}'`, LIMITS)
+        .then((r) => r.rows);
+    assert.deepEqual(await count('flows', 'raw-host'), await count('flows', 'enc-host'));
+    assert.equal((await count('flows', 'raw-host'))[0]![0], 5000);
+    const rollup = (host: string): Promise<unknown[][]> =>
+      store
+        .query(`SELECT sum(flows), toString(sum(packets)) FROM flows_1m WHERE host = '${host}'`, LIMITS)
+        .then((r) => r.rows);
+    assert.deepEqual(await rollup('raw-host'), await rollup('enc-host'));
+    assert.deepEqual((await rollup('raw-host'))[0]![0], 5000);
+  });
+
+  it('refuses records that do not add up to whole rows, and inserts nothing', async () => {
+    const bad: FlowRecordBatch = {
+      format: 'FlowRecords',
+      rows: 2,
+      host: 'bad-host',
+      ifaces: {},
+      epochOffsetNs: OFFSET,
+      *records() {
+        yield sample(2, false).subarray(0, FLOW_RECORD_SIZE + 5);
+      },
+    };
+    await assert.rejects(store.insertFlows(bad, 'test:bad'));
+    assert.deepEqual((await store.query("SELECT count() FROM flows WHERE host = 'bad-host'", LIMITS)).rows, [[0]]);
   });
 });
 
