@@ -447,14 +447,35 @@ export class Datapath {
     return v ? decodeRuleStats(v) : { packets: 0, bytes: 0 };
   }
 
+  /** Reused by ruleStatsAll (grown when a read needs more); busy while a read fills it. */
+  private ruleStatsBuf?: Buffer;
+  private ruleStatsBusy = false;
+
   /**
-   * Every rule id whose counters are not zero, with them: one batch read of
-   * the whole counter array (sized --max-rules, mostly ids that matched
-   * nothing, skipped before decoding).
+   * Every rule id below `below` (default: all, --max-rules) whose counters
+   * are not zero, with them: one batch read of that part of the counter
+   * array, ids that matched nothing skipped before decoding.
    */
-  async ruleStatsAll(): Promise<Map<number, { packets: number; bytes: number }>> {
-    const buf = await this.native.dumpAll('rule_stats');
+  async ruleStatsAll(below?: number): Promise<Map<number, { packets: number; bytes: number }>> {
     const rec = 4 + RULE_STATS.size;
+    let buf: Buffer;
+    if (below === undefined || below >= this.config().maxRules) buf = await this.native.dumpAll('rule_stats');
+    else {
+      const want = Math.max(below, 1) * rec;
+      // A second read while one is in flight (a replace's reset during a drain's history) gets its own buffer.
+      const shared = !this.ruleStatsBusy;
+      if (shared && (!this.ruleStatsBuf || this.ruleStatsBuf.length < want))
+        this.ruleStatsBuf = Buffer.allocUnsafe(want);
+      const into = shared ? this.ruleStatsBuf!.subarray(0, want) : Buffer.allocUnsafe(want);
+      if (shared) this.ruleStatsBusy = true;
+      try {
+        const { count } = await this.native.dumpChunk('rule_stats', into, null);
+        buf = into.subarray(0, count * rec);
+        // Decoded below before anything else can reuse it (no await in between).
+      } finally {
+        if (shared) this.ruleStatsBusy = false;
+      }
+    }
     const out = new Map<number, { packets: number; bytes: number }>();
     for (let b = 0; b + rec <= buf.length; b += rec) {
       let any = 0;

@@ -90,12 +90,23 @@ export class DatapathRules implements KernelRules {
   private stale = true;
   /** Totals at the last counterDeltas(), by rule id. */
   private last = new Map<number, { packets: number; bytes: number }>();
+  /**
+   * Above every rule id loaded since start (never lowered: a removed rule's
+   * last counts still go into history). Counter reads stop here instead of
+   * at --max-rules: a few rules cost a few entries per drain, not 1.1M.
+   */
+  private idLimit = 1;
+
+  private raiseIdLimit(rules: readonly Rule[]): void {
+    for (const r of rules) if (r.id >= this.idLimit) this.idLimit = r.id + 1;
+  }
 
   constructor(private readonly dp: Datapath) {}
 
   async load(rules: readonly Rule[]): Promise<void> {
     const wasStale = this.stale;
     this.stale = true;
+    this.raiseIdLimit(rules);
     const split = byTable(rules);
     const src = new LpmIndex(split.src.map((r) => lpmEntry(r, 'src')));
     const dst = new LpmIndex(split.dst.map((r) => lpmEntry(r, 'dst')));
@@ -128,6 +139,7 @@ export class DatapathRules implements KernelRules {
   async change(added: readonly Rule[], removed: readonly Rule[], all: () => Rule[]): Promise<void> {
     // (Slots still catching up after the last switch are applyDelta's business: it queues behind that.)
     if (this.stale) return this.load(all());
+    this.raiseIdLimit(added);
     const add = byTable(added);
     const rem = byTable(removed);
     const ref =
@@ -172,18 +184,20 @@ export class DatapathRules implements KernelRules {
    */
   async resetStats(ids: readonly number[]): Promise<void> {
     if (ids.length <= 1024) return this.dp.resetRuleStats(ids);
-    const counted = await this.dp.ruleStatsAll();
+    let below = 0;
+    for (const id of ids) if (id >= below) below = id + 1;
+    const counted = await this.dp.ruleStatsAll(below);
     await this.dp.resetRuleStats(ids.filter((id) => counted.has(id)));
   }
 
   /**
    * What each rule matched since the last call (rule counter history). One
-   * batch read of the whole counter array; only rules that matched
+   * batch read of the counter array up to the highest id in use; only rules that matched
    * something give a row. A total that went down (the id was given to a new
    * rule and zeroed) counts from zero.
    */
   async counterDeltas(): Promise<RuleCounterDelta[]> {
-    const next = await this.dp.ruleStatsAll();
+    const next = await this.dp.ruleStatsAll(this.idLimit);
     const out: RuleCounterDelta[] = [];
     for (const [ruleId, now] of next) {
       const was = this.last.get(ruleId);

@@ -618,7 +618,7 @@ private:
 };
 
 /*
- * One chunk of a whole-map read of a hash map, into the caller's buffer:
+ * One chunk of a whole-map read of a hash map (or an array), into the caller's buffer:
  * records from a cursor until the buffer is full or the map ends. The
  * kernel hands out whole hash buckets, so a chunk can end short of full;
  * the cursor then names the first bucket not returned. A map nothing writes
@@ -641,9 +641,12 @@ public:
 private:
 	void Run() override
 	{
-		if (!IsHashType(map_.type))
-			throw ErrnoError::WithMessage(EINVAL, "dumpChunk needs a hash map, " + map_.name + " is type " +
-								      std::to_string(map_.type));
+		/* Arrays too: their cursor is an index, so a chunk of N from the start is entries 0..N-1
+		 * (the rule counters are read up to the highest rule id in use, not all --max-rules). */
+		bool array = map_.type == BPF_MAP_TYPE_ARRAY || map_.type == BPF_MAP_TYPE_PERCPU_ARRAY;
+		if (!IsHashType(map_.type) && !array)
+			throw ErrnoError::WithMessage(EINVAL, "dumpChunk needs a hash map or an array, " + map_.name +
+								      " is type " + std::to_string(map_.type));
 		size_t rec = map_.keySize + map_.valueSize;
 		uint32_t batch = static_cast<uint32_t>(std::min<size_t>(BatchFor(map_), capacity_));
 		Bytes keys(static_cast<size_t>(batch) * map_.keySize);
