@@ -168,7 +168,7 @@ describe('migrations', () => {
     const ttls = async (): Promise<Record<string, string>> => {
       const r = await store.query(
         // flowgate.rules has no TTL: a rule lives until it is deleted.
-      "SELECT name, extract(engine_full, 'TTL (.*?) SETTINGS') FROM system.tables WHERE database = 'flowgate' AND engine LIKE '%MergeTree' AND name NOT IN ('schema_migrations', 'rules')",
+        "SELECT name, extract(engine_full, 'TTL (.*?) SETTINGS') FROM system.tables WHERE database = 'flowgate' AND engine LIKE '%MergeTree' AND name NOT IN ('schema_migrations', 'rules')",
         LIMITS,
       );
       return Object.fromEntries(r.rows.map(([n, t]) => [n as string, t as string]));
