@@ -392,14 +392,18 @@ describe('datapath (root)', () => {
       // An empty map: one chunk of nothing, no cursor.
       await dp!.drainBaseline('flows_b');
       assert.deepEqual(await dp!.dumpChunk('flows_b', Buffer.alloc(rec), null), { count: 0, next: null });
-      // Bad shapes: a buffer that is not whole records, a foreign cursor, a map that is not a hash.
+      // Bad shapes: a buffer that is not whole records, a foreign cursor, a map that is neither a hash nor an array.
       await assert.rejects(dp!.dumpChunk('flows_b', Buffer.alloc(rec + 1), null), TypeError);
       await assert.rejects(dp!.dumpChunk('flows_b', Buffer.alloc(0), null), TypeError);
       await assert.rejects(dp!.dumpChunk('flows_b', Buffer.alloc(rec), Buffer.alloc(3)), TypeError);
       await assert.rejects(
-        dp!.dumpChunk('rule_stats', Buffer.alloc(4 + L.fg_rule_stats!.size), null),
+        dp!.dumpChunk('src_lpm_0', Buffer.alloc(L.fg_lpm_key!.size + L.fg_lpm_verdict!.size), null),
         (e: NodeJS.ErrnoException) => e.code === 'EINVAL',
       );
+      // An array reads from index 0: a chunk of three is entries 0, 1 and 2 (rule counters up to the ids in use).
+      const statsRec = 4 + L.fg_rule_stats!.size;
+      const three = await dp!.dumpChunk('rule_stats', Buffer.alloc(3 * statsRec), null);
+      assert.equal(three.count, 3);
     } finally {
       await dp!.drainBaseline('flows_b');
     }
