@@ -64,14 +64,16 @@ test('two agents share one rule set through the store', async (t: TestContext) =
   const ch = await startClickHouseHttp({ dataDir: path.join(work, 'clickhouse') });
   const sql = createClient({ url: ch.url });
   const sites: Site[] = [];
+  /** Pairs made so far, destroyed even when an agent fails to start. */
+  const pairs: VethPair[] = [];
   // One hook, in this order: the agents stop while the store still answers (their final flush).
   t.after(async () => {
     for (const s of sites) {
       await s.rx.close();
       await s.agent.stop();
       s.agent.cleanup();
-      s.veth.destroy();
     }
+    for (const veth of pairs) veth.destroy();
     await sql.close();
     await ch.stop();
     rmSync(work, { recursive: true, force: true });
@@ -81,6 +83,7 @@ test('two agents share one rule set through the store', async (t: TestContext) =
     ['b', '198.19.0'],
   ] as const) {
     const veth = createVethPair(`fgf${name}`);
+    pairs.push(veth);
     addressPair(veth, `${net}.1`, `${net}.2`);
     const args = ['--clickhouse-url', ch.url, '--rules-source', 'store', '--rules-sync-interval', `${SYNC_MS}ms`];
     const agent = await startAgent({ ifaces: [veth.host], args: [...args, '--host', `site-${name}`] });
