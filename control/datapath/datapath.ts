@@ -250,13 +250,8 @@ export class Datapath {
     });
   }
 
-  /** Read every flow of a retired slot without deleting it (spool first, then release). */
-  readSlot(slot: number): Promise<Drain> {
-    return this.serial.run(async () => this.withSlotStats(slot, await this.native.dumpAll(FLOW_MAPS[slot]!)));
-  }
-
   /**
-   * readSlot a chunk at a time: every flow of a retired slot, not deleted,
+   * Read a retired slot a chunk at a time (spool first, then release): every flow, not deleted,
    * read into `buf` (a whole number of flow records, reused for each chunk)
    * and handed to `onChunk` as a view of `buf` that is valid until what
    * onChunk returns has settled. Memory stays one chunk however many flows
@@ -447,10 +442,6 @@ export class Datapath {
     return v ? decodeRuleStats(v) : { packets: 0, bytes: 0 };
   }
 
-  /** Reused by ruleStatsAll (grown when a read needs more); busy while a read fills it. */
-  private ruleStatsBuf?: Buffer;
-  private ruleStatsBusy = false;
-
   /**
    * Every rule id below `below` (default: all, --max-rules) whose counters
    * are not zero, with them: one batch read of that part of the counter
@@ -461,20 +452,10 @@ export class Datapath {
     let buf: Buffer;
     if (below === undefined || below >= this.config().maxRules) buf = await this.native.dumpAll('rule_stats');
     else {
-      const want = Math.max(below, 1) * rec;
-      // A second read while one is in flight (a replace's reset during a drain's history) gets its own buffer.
-      const shared = !this.ruleStatsBusy;
-      if (shared && (!this.ruleStatsBuf || this.ruleStatsBuf.length < want))
-        this.ruleStatsBuf = Buffer.allocUnsafe(want);
-      const into = shared ? this.ruleStatsBuf!.subarray(0, want) : Buffer.allocUnsafe(want);
-      if (shared) this.ruleStatsBusy = true;
-      try {
-        const { count } = await this.native.dumpChunk('rule_stats', into, null);
-        buf = into.subarray(0, count * rec);
-        // Decoded below before anything else can reuse it (no await in between).
-      } finally {
-        if (shared) this.ruleStatsBusy = false;
-      }
+      // An array reads from index 0: one chunk of `below` entries is ids 0 … below-1.
+      buf = Buffer.allocUnsafe(Math.max(below, 1) * rec);
+      const { count } = await this.native.dumpChunk('rule_stats', buf, null);
+      buf = buf.subarray(0, count * rec);
     }
     const out = new Map<number, { packets: number; bytes: number }>();
     for (let b = 0; b + rec <= buf.length; b += rec) {

@@ -88,7 +88,7 @@ export interface FleetSyncOptions {
   store: FleetRuleStore;
   intervalMs: number;
   log: Logger;
-  /** After each attempt: whether the store answered, and the rules now enforced. */
+  /** After each attempt: whether the store answered. */
   onSync?(ok: boolean): void;
 }
 
@@ -100,8 +100,6 @@ export class FleetSync {
   private down = false;
   private running?: Promise<SyncOutcome>;
   private stopped = false;
-  /** When the set was last read from the store and applied (or found unchanged). */
-  lastSyncAt?: Date;
 
   constructor(private readonly opts: FleetSyncOptions) {}
 
@@ -141,7 +139,6 @@ export class FleetSync {
         }
         this.lastFingerprint = fingerprint;
       }
-      this.lastSyncAt = new Date();
       if (this.down) log.info('fleet rule store reachable again');
       this.down = false;
       this.opts.onSync?.(true);

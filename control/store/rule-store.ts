@@ -116,16 +116,13 @@ function storedOf(r: ReadRow): StoredRule {
 }
 
 export class ClickHouseRuleStore {
-  private constructor(
-    private readonly clients: StoreClients,
-    /** Settings every request carries (a cluster's inserts wait for the replicas). */
-    private readonly cluster: boolean,
-  ) {}
+  private constructor(private readonly clients: StoreClients) {}
 
   /** Over a ClickHouse server (the fleet shares it); the table is made by the agent's migrations. */
   static async open(target: StoreTarget & { kind: 'server' }, requestTimeoutMs = 10_000): Promise<ClickHouseRuleStore> {
     const clients = await openStoreClients({ target, retentionDays: 1, requestTimeoutMs });
-    return new ClickHouseRuleStore(clients, target.cluster !== undefined);
+    // On a cluster flowgate.rules is a replicated table on every node, not a Distributed one: plain inserts.
+    return new ClickHouseRuleStore(clients);
   }
 
   private get writer(): ClickHouseClient {
@@ -210,7 +207,6 @@ export class ClickHouseRuleStore {
           max_insert_block_size: String(Math.max(count, 1_048_576)),
           min_insert_block_size_rows: String(Math.max(count, 1_048_576)),
           min_insert_block_size_bytes: '0',
-          ...(this.cluster ? { insert_distributed_sync: 1 as const } : {}),
         },
       });
     } catch (err) {
