@@ -166,6 +166,13 @@ export interface NativeBinding {
    * it for `run`, before anything else allocates much.
    */
   tuneMalloc(options: { arenaMax?: number; mmapThreshold?: number }): boolean;
+  /**
+   * Unmap (madvise MADV_DONTNEED) the pages of this process's read-only file
+   * mappings whose path contains `pathFragment`, skipping any mapping with a
+   * page that differs from the file. They stay in the page cache; a page
+   * touched again is a minor fault. Returns the bytes of the mappings released.
+   */
+  releaseFilePages(pathFragment: string): number;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

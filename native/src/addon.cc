@@ -48,6 +48,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	exports.Set("ifindex", Napi::Function::New(env, Ifindex, "ifindex"));
 	exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpusJs, "possibleCpus"));
 	exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc, "tuneMalloc"));
+	exports.Set("releaseFilePages", Napi::Function::New(env, ReleaseFilePages, "releaseFilePages"));
 	return exports;
 }
 

@@ -17,4 +17,15 @@ namespace fg
  */
 Napi::Value TuneMalloc(const Napi::CallbackInfo &info);
 
+/*
+ * releaseFilePages(pathFragment): drops this process's mappings of the
+ * pages of read-only file mappings whose path contains pathFragment
+ * (madvise MADV_DONTNEED). The pages stay in the page cache: touching one
+ * again is a minor fault. For a large library whose startup code runs once
+ * (the embedded engine's: ~180 MB of code and constants mapped at open).
+ * Skips any mapping holding a page that differs from the file. Returns the
+ * bytes of the mappings released.
+ */
+Napi::Value ReleaseFilePages(const Napi::CallbackInfo &info);
+
 } // namespace fg

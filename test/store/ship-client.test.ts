@@ -5,7 +5,7 @@
  * waiting, starts a new ship process, and queries work again.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -52,4 +52,53 @@ test('a dead ship process is reported, queries fail fast, and a new one takes ov
   await eventually(async () => (ship.healthy ? true : undefined), 'a new ship process', 60_000);
   assert.notEqual(ship.pid, first);
   assert.equal(Number(await one()), 1);
+});
+
+/** Resident kB of a process's mappings of a file. */
+function residentKb(pid: number, fragment: string): number {
+  let kb = 0;
+  let counting = false;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) counting = head[1]!.includes(fragment);
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (counting && rss) kb += Number(rss[1]);
+  }
+  return kb;
+}
+
+test("the ship process keeps only what it uses of the embedded engine's pages once the store is open", async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'flowgate-ship-client-test-'));
+  const open = (env?: string): ShipClient => {
+    if (env === undefined) delete process.env.FLOWGATE_MEMORY_DEFAULTS;
+    else process.env.FLOWGATE_MEMORY_DEFAULTS = env;
+    return new ShipClient(
+      {
+        spoolDir: path.join(dir, 'spool'),
+        spoolMaxBytes: 1 << 30,
+        store: { target: { kind: 'embedded', dir }, retentionDays: 30 },
+      },
+      { onInserted: () => undefined, onError: () => undefined },
+    );
+  };
+  const saved = process.env.FLOWGATE_MEMORY_DEFAULTS;
+  t.after(() => {
+    if (saved === undefined) delete process.env.FLOWGATE_MEMORY_DEFAULTS;
+    else process.env.FLOWGATE_MEMORY_DEFAULTS = saved;
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const residentOnceOpen = async (ship: ShipClient): Promise<number> => {
+    try {
+      await eventually(async () => (ship.healthy ? true : undefined), 'the ship process to reach its store', 60_000);
+      await ship.query('SELECT count() FROM flowgate.flows', { maxSeconds: 10, maxRows: 10 });
+      return residentKb(ship.pid!, 'libchdb');
+    } finally {
+      await ship.stop(5000);
+    }
+  };
+  // FLOWGATE_MEMORY_DEFAULTS=1: the engine's pages as opening it left them (well over 100 MB).
+  const kept = await residentOnceOpen(open('1'));
+  const released = await residentOnceOpen(open());
+  assert.ok(kept > 100 * 1024, `${kept} kB resident without the release`);
+  assert.ok(released * 3 < kept, `${released} kB resident after the release, ${kept} kB without it`);
 });
