@@ -15,14 +15,12 @@
  * - Rate limit: every non-GET route (mutations and queries), per client IP.
  * - Bodies: `bodyLimit` (default 1 MiB); a route that needs more (PUT /rules)
  *   sets `bodyLimit: ctx.largeBodyLimit` in its route options.
- * - OpenAPI 3 at /api/v1/openapi.json, docs UI at /api/v1/docs.
+ * - OpenAPI 3 at /api/v1/openapi.json, docs UI at /api/v1/docs (made on first request: docs.ts).
  * - TLS: `https: {cert, key}` (flowgate run --tls-cert/--tls-key) serves HTTPS.
  */
 import { BlockList, isIP } from 'node:net';
 import AjvCompiler from '@fastify/ajv-compiler';
 import rateLimit from '@fastify/rate-limit';
-import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
@@ -33,6 +31,7 @@ import type { AgentApi } from '../agent/types.js';
 import type { Metrics } from '../metrics.js';
 import { installAuth, tokenDigest } from './auth.js';
 import type { ApiContext } from './context.js';
+import { installDocs } from './docs.js';
 import { formatSchemaErrors, installErrorHandlers } from './errors.js';
 import { healthRoutes } from './routes/health.js';
 import { interfaceRoutes } from './routes/interfaces.js';
@@ -83,6 +82,10 @@ type Compile = (req: CompileRequest) => ReturnType<FastifySchemaCompiler<unknown
  * query strings are text, so they are coerced to the schema's types.
  */
 function validatorCompiler(): FastifySchemaCompiler<unknown> {
+  // package.json names ajv@8 itself only so that npm installs it at the top
+  // of node_modules: otherwise eslint's ajv@6 is there, and this compiler,
+  // ajv-formats and fast-json-stringify (response serializers) each load a
+  // copy of their own (~1.5 MB of heap).
   const factory = AjvCompiler();
   // allowUnionTypes: `type: ['string', 'integer']` (a rule's protocol and ports) is plain JSON
   // Schema, and @fastify/swagger turns it into an OpenAPI 3.0 anyOf; without it ajv warns on stderr.
@@ -124,21 +127,12 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   });
   if (token !== undefined) installAuth(app, token);
 
-  await app.register(swagger, {
-    openapi: {
-      openapi: '3.0.3',
-      info: {
-        title: 'flowgate',
-        version,
-        description:
-          'flowgate agent API: rules, interfaces, flow queries, status. Errors are `{error, message}`. ' +
-          'With a token configured, every route except GET /api/v1/health needs `Authorization: Bearer <token>`.',
-      },
-      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
-      security: [{ bearerAuth: [] }],
-    },
+  // Before any route: the docs record the routes as they are added.
+  const docs = installDocs(app, {
+    routePrefix: `${API_PREFIX}/docs`,
+    version,
+    ...(opts.logger ? { logger: opts.logger } : {}),
   });
-  await app.register(swaggerUi, { routePrefix: `${API_PREFIX}/docs` });
 
   const limit = opts.rateLimit === undefined ? DEFAULT_RATE_LIMIT : opts.rateLimit;
   if (limit !== false) {
@@ -164,7 +158,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       interfaceRoutes(api, ctx);
       queryRoutes(api, ctx);
       ruleRoutes(api, ctx);
-      openapiRoutes(api);
+      openapiRoutes(api, docs);
     },
     { prefix: API_PREFIX },
   );

@@ -350,6 +350,45 @@ test('the OpenAPI document lists every route, with bearer auth and body schemas'
   });
 });
 
+test('the docs UI, made on first request, answers behind auth like any route', async () => {
+  await withApi({ token: TOKEN }, async (app) => {
+    // Before any docs request, and concurrently: both build the docs instance once.
+    const [html, json] = await Promise.all([
+      app.inject({ method: 'GET', url: '/api/v1/docs/', headers: AUTH }),
+      app.inject({ method: 'GET', url: '/api/v1/docs/json', headers: AUTH }),
+    ]);
+    assert.equal(html.statusCode, 200);
+    assert.match(String(html.headers['content-type']), /^text\/html/);
+    assert.match(html.body, /swagger-initializer\.js/);
+    const doc = await app.inject({ method: 'GET', url: '/api/v1/openapi.json', headers: AUTH });
+    assert.deepEqual(json.json(), doc.json(), '/docs/json is the OpenAPI document');
+
+    const js = await app.inject({ method: 'GET', url: '/api/v1/docs/static/swagger-initializer.js', headers: AUTH });
+    assert.equal(js.statusCode, 200);
+    assert.match(String(js.headers['content-type']), /javascript/);
+    const css = await app.inject({ method: 'HEAD', url: '/api/v1/docs/static/swagger-ui.css', headers: AUTH });
+    assert.equal(css.statusCode, 200);
+    assert.ok(Number(css.headers['content-length']) > 0, 'HEAD tells the length');
+    const yaml = await app.inject({ method: 'GET', url: '/api/v1/docs/yaml', headers: AUTH });
+    assert.match(yaml.body, /^openapi: 3\./m);
+
+    assertError(await app.inject({ method: 'GET', url: '/api/v1/docs' }), 401, 'unauthorized');
+    assertError(await app.inject({ method: 'GET', url: '/api/v1/docs/static/x.js' }), 401, 'unauthorized');
+    assertError(
+      await app.inject({ method: 'GET', url: '/api/v1/docs/static/nope.js', headers: AUTH }),
+      404,
+      'not_found',
+      'no route GET /api/v1/docs/static/nope.js',
+    );
+    assertError(
+      await app.inject({ method: 'POST', url: '/api/v1/docs', headers: AUTH }),
+      404,
+      'not_found',
+      'no route POST /api/v1/docs',
+    );
+  });
+});
+
 test('GET /metrics serves every flowgate metric in Prometheus text format', async () => {
   const agent = new FakeAgent();
   const metrics = new Metrics();
