@@ -12,33 +12,39 @@
  * names the flag and exits 2; an unreachable agent, an API error or a failed
  * command exits 1. FLOWGATE_DEBUG=1 adds the stack of unexpected errors.
  */
-import { Command, CommanderError } from 'commander';
+import { CommanderError, type Command } from 'commander';
 import { FlagError } from '../agent/flags.js';
-import { flowgateVersion } from '../api/version.js';
 import { CliError } from './client.js';
-import { registerRules } from './rules.js';
-import { registerRun } from './run.js';
-import { registerSql } from './sql.js';
-import { registerStatus } from './status.js';
-import { registerTop } from './top.js';
+import { newProgram } from './program.js';
 
 export const USAGE_EXIT = 2;
 
-export function buildProgram(): Command {
-  const program = new Command('flowgate')
-    .description('flowgate: XDP/TC flow monitor and packet filter')
-    .version(flowgateVersion(), '-V, --version', 'print the version')
-    .helpOption('-h, --help', 'show help')
-    // Throw instead of exiting, and print errors ourselves (one line); help and
-    // version still go to stdout. Subcommands inherit both settings.
-    .exitOverride()
-    .configureOutput({ outputError: () => undefined })
-    .showSuggestionAfterError(true);
-  registerRun(program);
-  registerSql(program);
-  registerTop(program);
-  registerStatus(program);
-  registerRules(program);
+type Register = (program: Command) => void;
+
+/**
+ * Each command's module, imported only when the command line names it: the
+ * agent (`run`) then loads none of the client commands, and they load none
+ * of the agent (fastify, the store client, the data path).
+ */
+const COMMANDS: Readonly<Record<string, () => Promise<Register>>> = {
+  run: async () => (await import('./run.js')).registerRun,
+  sql: async () => (await import('./sql.js')).registerSql,
+  top: async () => (await import('./top.js')).registerTop,
+  status: async () => (await import('./status.js')).registerStatus,
+  rules: async () => (await import('./rules.js')).registerRules,
+};
+
+/**
+ * The program for `argv`: with the one command it names, or with all of them
+ * (commands.ts) when it names none it has — help, --version, a mistyped
+ * command (suggestions need every name).
+ */
+async function programFor(argv: readonly string[]): Promise<Command> {
+  const name = argv[2];
+  const load = name !== undefined && Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!load) return (await import('./commands.js')).buildProgram();
+  const program = newProgram();
+  (await load())(program);
   return program;
 }
 
@@ -78,7 +84,7 @@ export async function main(argv: readonly string[] = process.argv): Promise<numb
     throw err;
   });
   try {
-    await buildProgram().parseAsync([...argv]);
+    await (await programFor(argv)).parseAsync([...argv]);
     return 0;
   } catch (err) {
     return reportError(err);

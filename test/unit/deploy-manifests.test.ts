@@ -17,7 +17,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { API_PREFIX } from '../../control/api/server.js';
-import { buildProgram } from '../../control/cli/index.js';
+import { buildProgram } from '../../control/cli/commands.js';
 import { flowgateObjectPath } from '../../native/index.js';
 import { withTestApi } from '../lib/api.js';
 import { FakeRulesAgent } from '../lib/fake-rules.js';
