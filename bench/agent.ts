@@ -205,6 +205,12 @@ export interface FootprintResult {
   rssMaxMB: number;
   /** The agent's own process (the rest of rssMaxMB is its ship process, embedded mode only). */
   rssAgentMaxMB: number;
+  /**
+   * Of RSS, the anonymous pages (heaps, stacks: RssAnon), agent + ship process, max.
+   * The rest is file pages (node's and libchdb's code and constants), which
+   * the page cache holds anyway and the kernel can drop and reread.
+   */
+  anonMaxMB: number;
   cpuPercentOfOneCore: number;
   targetRssMB: number;
 }
@@ -217,8 +223,8 @@ function pidTree(pid: number): number[] {
   return out;
 }
 
-function rssKB(pid: number): number {
-  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+function statusKB(pid: number, field: 'VmRSS' | 'RssAnon'): number {
+  const m = new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) : 0;
 }
 
@@ -243,16 +249,22 @@ export async function benchFootprint(
     const tick = 100; // Hz of /proc/<pid>/stat
     let rssMax = 0;
     let rssAgentMax = 0;
+    let anonMax = 0;
     const pids = (): number[] => pidTree(agent.proc.pid!);
     const cpu0 = pids().reduce((n, p) => n + cpuTicks(p), 0);
     const t0 = Date.now();
     const sampler = setInterval(() => {
       try {
+        const tree = pids();
         rssMax = Math.max(
           rssMax,
-          pids().reduce((n, p) => n + rssKB(p), 0),
+          tree.reduce((n, p) => n + statusKB(p, 'VmRSS'), 0),
         );
-        rssAgentMax = Math.max(rssAgentMax, rssKB(agent.proc.pid!));
+        anonMax = Math.max(
+          anonMax,
+          tree.reduce((n, p) => n + statusKB(p, 'RssAnon'), 0),
+        );
+        rssAgentMax = Math.max(rssAgentMax, statusKB(agent.proc.pid!, 'VmRSS'));
       } catch {
         // a process of the tree just exited
       }
@@ -280,6 +292,7 @@ export async function benchFootprint(
       storedFlows: Number(row?.[0] ?? 0),
       rssMaxMB: rssMax / 1024,
       rssAgentMaxMB: rssAgentMax / 1024,
+      anonMaxMB: anonMax / 1024,
       cpuPercentOfOneCore: (((cpu1 - cpu0) / tick) * 100) / wall,
       targetRssMB: mode === 'embedded' ? 350 : 80,
     };

@@ -120,16 +120,30 @@ async function main(): Promise<void> {
   for (const mode of ['server', 'embedded'] as const) {
     footprints.push(await benchFootprint(mode, quick ? 20_000 : 100_000, quick ? 3 : 10));
   }
-  console.log('\nAgent footprint: a real agent, new flows every 1 s drain interval (RSS: agent + ship process)\n');
+  console.log(
+    '\nAgent footprint: a real agent, new flows every 1 s drain interval (RSS: agent + ship process; ' +
+      "anonymous: their heaps and stacks, the rest being node's and libchdb's file pages)\n",
+  );
   console.log(
     table(
-      ['store', 'flows/interval', 'stored', 'RSS max MB', 'of it, agent', 'CPU % of a core', 'RSS target', 'ok'],
+      [
+        'store',
+        'flows/interval',
+        'stored',
+        'RSS max MB',
+        'of it, agent',
+        'anonymous max MB',
+        'CPU % of a core',
+        'RSS target',
+        'ok',
+      ],
       footprints.map((f) => [
         f.mode,
         f.flowsPerInterval.toLocaleString('en-US'),
         f.storedFlows.toLocaleString('en-US'),
         fmt(f.rssMaxMB, 0),
         fmt(f.rssAgentMaxMB, 0),
+        fmt(f.anonMaxMB, 0),
         fmt(f.cpuPercentOfOneCore, 0),
         `≤ ${f.targetRssMB}`,
         f.rssMaxMB <= f.targetRssMB ? 'yes' : 'NO',
