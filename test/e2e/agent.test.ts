@@ -265,6 +265,9 @@ test(
     assert.deepEqual(counted.map(Number), [1_000_000, 1_000_000, 1_000_000]);
     const status = (await (await fetch(`${agent.api}/api/v1/status`)).json()) as { flowsEvicted: number };
     assert.equal(status.flowsEvicted, 0, 'no flow was evicted from the kernel maps');
+    // All of it ran on pages the agent and its ship process had dropped after starting (docs/operating.md).
+    assert.match(agent.logs(), /released node's startup pages/);
+    assert.match(agent.logs(), /released the embedded engine's startup pages/);
   },
 );
 
