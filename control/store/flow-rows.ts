@@ -294,8 +294,11 @@ export function flowRecordsSelect(source: string, ctx: FlowRecordContext): strin
   const micros = (field: string): string =>
     `fromUnixTimestamp64Micro(greatest(intDiv(toInt64(${field}) + toInt64(${offset}), 1000), 0), 'UTC')`;
   const expr: Record<(typeof FLOW_COLUMNS)[number], string> = {
-    host: sqlString(ctx.host),
-    iface,
+    // LowCardinality already, as the columns are: a constant host stays one
+    // dictionary entry, not a string per row hashed into the part's
+    // dictionary (~7% of an insert with its views, measured).
+    host: `toLowCardinality(${sqlString(ctx.host)})`,
+    iface: `toLowCardinality(${iface})`,
     direction: 'if(k_direction = 2, 2, 1)',
     first_seen: micros('v_first_seen_ns'),
     last_seen: micros('v_last_seen_ns'),
