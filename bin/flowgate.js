@@ -15,6 +15,8 @@ if (process.argv[2] === 'run' && process.env.FLOWGATE_MEMORY_DEFAULTS !== '1') {
   // as --max-semi-space-size=1 would (a flag only the command line takes;
   // this one works at run time, so `node bin/flowgate.js run` needs none).
   v8.setFlagsFromString('--semi-space-growth-factor=1');
+  // Bulk jobs (a million-rule PUT) lift the cap while they run: control/util/young-generation.ts.
+  process.env.FLOWGATE_YOUNG_GENERATION_CAPPED = '1';
   // No baseline (Sparkplug) compiler: what it compiles and keeps for warm
   // functions (startup, API) measured ~1 MB of heap at idle; the hot paths
   // (drain, encode) still get TurboFan, and the CPU at 100k flows/s is the same.

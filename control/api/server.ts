@@ -25,10 +25,12 @@ import Fastify, {
   LogController,
   type FastifyBaseLogger,
   type FastifyInstance,
+  type FastifyRequest,
   type FastifySchemaCompiler,
 } from 'fastify';
 import type { AgentApi } from '../agent/types.js';
 import type { Metrics } from '../metrics.js';
+import { startBulkAllocation } from '../util/young-generation.js';
 import { installAuth, tokenDigest } from './auth.js';
 import type { ApiContext } from './context.js';
 import { installDocs } from './docs.js';
@@ -103,6 +105,26 @@ function validatorCompiler(): FastifySchemaCompiler<unknown> {
   return (req) => (req.httpPart === 'body' ? body(req) : parts(req));
 }
 
+/**
+ * A request body over this many bytes is a bulk job (PUT /rules with up to
+ * a million rules: ~45 MB): from its parsing to its response the young
+ * generation may grow (control/util/young-generation.ts).
+ */
+const BULK_BODY_BYTES = 8 * 2 ** 20;
+
+function installBulkBodies(app: FastifyInstance): void {
+  const bulk = new WeakMap<FastifyRequest, () => void>();
+  const end = async (request: FastifyRequest): Promise<void> => {
+    bulk.get(request)?.();
+    bulk.delete(request);
+  };
+  app.addHook('preParsing', async (request) => {
+    if (Number(request.headers['content-length']) > BULK_BODY_BYTES) bulk.set(request, startBulkAllocation());
+  });
+  app.addHook('onResponse', end);
+  app.addHook('onRequestAbort', end);
+}
+
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const token = opts.token ? opts.token : undefined;
   const version = opts.version ?? flowgateVersion();
@@ -126,6 +148,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     );
   });
   if (token !== undefined) installAuth(app, token);
+  installBulkBodies(app);
 
   // Before any route: the docs record the routes as they are added.
   const docs = installDocs(app, {

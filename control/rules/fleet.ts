@@ -16,6 +16,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { RuleVersionInfo } from '../store/rule-store.js';
+import { bulkAllocation } from '../util/young-generation.js';
 import type { RuleService, RuleUpstream } from './service.js';
 import { RuleRequestError, type StoredRule } from './types.js';
 
@@ -127,8 +128,8 @@ export class FleetSync {
     try {
       const fingerprint = await store.fingerprint();
       if (fingerprint !== this.lastFingerprint) {
-        const rules = await store.read();
-        const r = await service.sync(rules);
+        // The whole set, up to a million rules: a bulk job.
+        const r = await bulkAllocation(async () => service.sync(await store.read()));
         for (const refused of r.refused) log.error(`fleet rule refused, not enforced: ${refused}`);
         if (r.added || r.removed || r.changed) {
           log.info(

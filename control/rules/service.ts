@@ -21,6 +21,7 @@
  */
 import type { Logger } from 'pino';
 import { SerialQueue } from '../util/serial.js';
+import { bulkAllocation } from '../util/young-generation.js';
 import { parsePrefix, PrefixError, prefixesOverlap, type ParsedPrefix } from './prefix.js';
 import { PROTOCOLS, RuleError, parseRule, type Rule, type RuleSpec } from './rule.js';
 import { COMPACT_AFTER, RuleFile } from './rule-file.js';
@@ -220,7 +221,12 @@ export class RuleService implements RuleApi {
    * into the kernel (a full, atomic load: after a restart that adopted the
    * pinned maps, enforcement switches from the old tables to the same rules).
    */
-  static async open(deps: RuleServiceDeps): Promise<RuleService> {
+  static open(deps: RuleServiceDeps): Promise<RuleService> {
+    // A persisted set can hold a million rules: read, compiled and loaded as one bulk job.
+    return bulkAllocation(() => RuleService.load(deps));
+  }
+
+  private static async load(deps: RuleServiceDeps): Promise<RuleService> {
     const svc = new RuleService(deps);
     const state = svc.file.load();
     const now = svc.now();
