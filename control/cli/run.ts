@@ -43,6 +43,7 @@ interface RunOptions {
   egress: boolean;
   store: string;
   clickhouseUrl?: string;
+  clickhousePasswordFile?: string;
   clickhouseCluster?: string;
   drainInterval: number;
   listen: ListenAddress;
@@ -75,6 +76,23 @@ function readToken(file: string | undefined): string | undefined {
     return token;
   }
   return process.env.FLOWGATE_API_TOKEN?.trim() || undefined;
+}
+
+/**
+ * --clickhouse-password-file: the password of the --clickhouse-url user,
+ * kept out of the command line (which every local user can read in ps).
+ * The file's text without its final line break.
+ */
+export function readClickHousePassword(file: string, url: string | undefined): string {
+  const flag = '--clickhouse-password-file';
+  if (url === undefined) throw new FlagError(flag, 'needs --clickhouse-url (the embedded store has no password)');
+  if (new URL(url).password)
+    throw new FlagError(flag, '--clickhouse-url holds a password already: give it in one place');
+  const password = readFlagFile(flag, file)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
+  if (!password) throw new FlagError(flag, `${file} is empty`);
+  return password;
 }
 
 function readFlagFile(flag: string, file: string): Buffer {
@@ -163,6 +181,10 @@ export function registerRun(program: Command): void {
       parseClickHouseUrl('--clickhouse-url', v),
     )
     .option(
+      '--clickhouse-password-file <file>',
+      'file holding the password of the --clickhouse-url user (instead of in the URL, which ps shows)',
+    )
+    .option(
       '--clickhouse-cluster <name>',
       'the --clickhouse-url server is a node of this cluster: replicated, distributed schema (schema/cluster)',
       (v: string) => parseClusterName('--clickhouse-cluster', v),
@@ -240,9 +262,18 @@ export function registerRun(program: Command): void {
           `${opts.listen.host} is not loopback: set --api-token-file (or FLOWGATE_API_TOKEN) first`,
         );
       }
+      const password =
+        opts.clickhousePasswordFile === undefined
+          ? undefined
+          : readClickHousePassword(opts.clickhousePasswordFile, opts.clickhouseUrl);
       const log = createLogger();
       const store: StoreTarget = opts.clickhouseUrl
-        ? { kind: 'server', url: opts.clickhouseUrl, cluster: opts.clickhouseCluster }
+        ? {
+            kind: 'server',
+            url: opts.clickhouseUrl,
+            ...(opts.clickhouseCluster === undefined ? {} : { cluster: opts.clickhouseCluster }),
+            ...(password === undefined ? {} : { password }),
+          }
         : { kind: 'embedded', dir: path.resolve(opts.store) };
       const config: AgentConfig = {
         ifaces: opts.iface,

@@ -134,8 +134,9 @@ function serverClient(s: ServerUrl, database: string, timeoutMs: number): ClickH
   });
 }
 
-async function openServer(url: string, opts: StoreOptions): Promise<StoreClients> {
-  const s = parseServerUrl(url);
+async function openServer(target: StoreTarget & { kind: 'server' }, opts: StoreOptions): Promise<StoreClients> {
+  const s = parseServerUrl(target.url);
+  if (s.password === undefined && target.password !== undefined) s.password = target.password;
   const timeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const writer = serverClient(s, 'default', timeoutMs);
   // Queries stop themselves (max_execution_time) and carry their own abort signal (flow-store.ts).
@@ -211,5 +212,5 @@ async function openEmbedded(dir: string): Promise<StoreClients> {
 }
 
 export function openStoreClients(opts: StoreOptions): Promise<StoreClients> {
-  return opts.target.kind === 'embedded' ? openEmbedded(opts.target.dir) : openServer(opts.target.url, opts);
+  return opts.target.kind === 'embedded' ? openEmbedded(opts.target.dir) : openServer(opts.target, opts);
 }

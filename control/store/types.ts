@@ -11,9 +11,10 @@ export type StoreTarget =
   /**
    * http(s)://user:pass@host:port[/?database=…]; TLS when https. With
    * `cluster` (--clickhouse-cluster), the server is a node of that cluster:
-   * the schema is schema/cluster/'s, created ON CLUSTER.
+   * the schema is schema/cluster/'s, created ON CLUSTER. `password`
+   * (--clickhouse-password-file) is used when the URL holds none.
    */
-  | { kind: 'server'; url: string; cluster?: string };
+  | { kind: 'server'; url: string; cluster?: string; password?: string };
 
 export interface StoreOptions {
   target: StoreTarget;

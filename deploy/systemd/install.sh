@@ -159,7 +159,8 @@ else
 
 # Flags of \`flowgate run\` (see $PREFIX/README.md). --iface is required;
 # --store is set by the unit (/var/lib/flowgate); keep --bpffs at its default.
-# Examples: --clickhouse-url http://user:pass@ch:8123 --retention 14d --listen 0.0.0.0:7650
+# Examples: --clickhouse-url http://user@ch:8123 --clickhouse-password-file /etc/flowgate/ch-password
+#           (root-only file; a password in the URL shows in ps) --retention 14d --listen 0.0.0.0:7650
 FLOWGATE_ARGS=\"--iface $iface\"
 
 # Bearer token of the REST API: required when --listen is beyond loopback.

@@ -183,6 +183,28 @@ describe('error classification', () => {
     assert.deepEqual((await store.query('SELECT count() FROM flows', LIMITS)).rows, [[12]]);
   });
 
+  it('takes the password from the target (--clickhouse-password-file) when the URL holds none', async () => {
+    const url = new URL(ch.url);
+    url.password = '';
+    // As the file holds it: not URL-encoded ('%' included).
+    const fromFile = await ClickHouseFlowStore.open({
+      target: { kind: 'server', url: url.toString(), password: 'p@ss: w/rd' },
+      retentionDays: 30,
+    });
+    try {
+      assert.deepEqual((await fromFile.query('SELECT 1', LIMITS)).rows, [[1]]);
+    } finally {
+      await fromFile.close();
+    }
+    await assert.rejects(
+      ClickHouseFlowStore.open({
+        target: { kind: 'server', url: url.toString(), password: 'p%40ss' },
+        retentionDays: 30,
+      }),
+      isStoreError(false),
+    );
+  });
+
   it('wrong credentials are not retryable', async () => {
     const url = new URL(ch.url);
     url.password = 'wrong';

@@ -344,6 +344,46 @@ test('each bad flag or value exits non-zero with one line naming the flag', asyn
       ['run', '--iface', 'fgnone0', '--rules-sync-interval', '10'],
       /^flowgate: --rules-sync-interval must be a duration/,
     ],
+    [
+      ['run', '--iface', 'fgnone0', '--clickhouse-password-file', '/etc/hostname'],
+      /^flowgate: --clickhouse-password-file needs --clickhouse-url \(the embedded store has no password\)$/,
+    ],
+    [
+      [
+        'run',
+        '--iface',
+        'fgnone0',
+        '--clickhouse-url',
+        'http://u:pw@127.0.0.1:1',
+        '--clickhouse-password-file',
+        '/etc/hostname',
+      ],
+      /^flowgate: --clickhouse-password-file --clickhouse-url holds a password already: give it in one place$/,
+    ],
+    [
+      [
+        'run',
+        '--iface',
+        'fgnone0',
+        '--clickhouse-url',
+        'http://u@127.0.0.1:1',
+        '--clickhouse-password-file',
+        '/no/such/file',
+      ],
+      /^flowgate: --clickhouse-password-file cannot be read: ENOENT/,
+    ],
+    [
+      [
+        'run',
+        '--iface',
+        'fgnone0',
+        '--clickhouse-url',
+        'http://u@127.0.0.1:1',
+        '--clickhouse-password-file',
+        '/dev/null',
+      ],
+      /^flowgate: --clickhouse-password-file \/dev\/null is empty$/,
+    ],
   ];
   const runs = await pool(
     cases.map(

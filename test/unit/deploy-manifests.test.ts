@@ -112,6 +112,7 @@ interface RunOptions {
   listen: { host: string; port: number };
   apiTokenFile?: string;
   clickhouseUrl?: string;
+  clickhousePasswordFile?: string;
 }
 
 /**
@@ -682,20 +683,28 @@ function checkCompose(composeText: string, composeDir: string): void {
   assert.equal(Number(url.port), chHttp.host, "flowgate: --clickhouse-url is clickhouse's published port");
   const agentUser = users.get(url.username);
   assert.ok(agentUser && !agentUser.readonly, `flowgate: --clickhouse-url user ${url.username} writes`);
-  assert.equal(url.password, chEnv[agentUser.passwordEnv], `flowgate: --clickhouse-url has ${url.username}'s password`);
-  // The token, from a compose secret.
-  const secret = /^\/run\/secrets\/([\w.-]+)$/.exec(opts.apiTokenFile ?? '')?.[1];
-  assert.ok(secret, 'flowgate: --api-token-file from a compose secret (/run/secrets/…)');
-  assert.ok(strings(fg.secrets ?? [], 'flowgate.secrets').includes(secret), `flowgate: is granted secret ${secret}`);
-  const secretSpec = mapping(mapping(doc.secrets ?? {}, 'secrets')[secret], `compose.yaml: secret ${secret}`);
-  if (typeof secretSpec.environment === 'string') {
-    assert.ok(
-      env.has(secretSpec.environment),
-      `compose.yaml: ${secretSpec.environment} is not documented in .env.example`,
-    );
-  } else {
+  assert.equal(url.password, '', 'flowgate: no password in --clickhouse-url (ps shows it): --clickhouse-password-file');
+  // A file compose writes from a secret: what it holds, read from .env.example as compose would.
+  const secretFile = (file: string | undefined, flag: string): string => {
+    const secret = /^\/run\/secrets\/([\w.-]+)$/.exec(file ?? '')?.[1];
+    assert.ok(secret, `flowgate: ${flag} from a compose secret (/run/secrets/…)`);
+    assert.ok(strings(fg.secrets ?? [], 'flowgate.secrets').includes(secret), `flowgate: is granted secret ${secret}`);
+    const secretSpec = mapping(mapping(doc.secrets ?? {}, 'secrets')[secret], `compose.yaml: secret ${secret}`);
+    if (typeof secretSpec.environment === 'string') {
+      const value = env.get(secretSpec.environment);
+      assert.ok(value !== undefined, `compose.yaml: ${secretSpec.environment} is not documented in .env.example`);
+      return value;
+    }
     assert.ok(typeof secretSpec.file === 'string', `compose.yaml: secret ${secret} from a file or the environment`);
-  }
+    return `<${secretSpec.file}>`;
+  };
+  assert.equal(
+    secretFile(opts.clickhousePasswordFile, '--clickhouse-password-file'),
+    chEnv[agentUser.passwordEnv],
+    `flowgate: --clickhouse-password-file holds ${url.username}'s password`,
+  );
+  // The token, from a compose secret.
+  secretFile(opts.apiTokenFile, '--api-token-file');
   assert.ok(
     seconds(text(fg.stop_grace_period, 'flowgate.stop_grace_period'), 'stop_grace_period') >= UNIT_STOP_SECONDS,
     "flowgate: stop_grace_period as long as the unit's TimeoutStopSec (final drain and flush)",
@@ -941,16 +950,28 @@ function checkKubernetes(dir: string): K8sPaths {
   const store = mountOf(opts.store);
   assert.equal(store.mount.mountPath, opts.store, 'DaemonSet: --store is a mount of its own');
   assert.equal(mapping(store.volume.hostPath, 'DaemonSet: --store on a hostPath').path, '/var/lib/flowgate');
-  assert.ok(opts.apiTokenFile, 'DaemonSet: --api-token-file (it listens beyond loopback)');
-  const token = mountOf(opts.apiTokenFile);
-  const tokenSecret = mapping(token.volume.secret, 'DaemonSet: the token file is on a secret volume');
-  assert.equal(tokenSecret.secretName, secret.metadata.name, 'DaemonSet: the token from the Secret');
-  const rel = path.posix.relative(text(token.mount.mountPath, 'mountPath'), opts.apiTokenFile);
-  const items = list(tokenSecret.items ?? [], 'items').map((i) => mapping(i, 'item'));
-  const tokenKey = items.length ? items.find((i) => i.path === rel)?.key : rel;
-  assert.ok(
-    typeof tokenKey === 'string' && typeof secretData[tokenKey] === 'string',
-    `DaemonSet: ${opts.apiTokenFile} is no key of the Secret`,
+  /** The key of the Secret a flag's file is (on a secret volume of the Secret). */
+  const secretKeyOf = (file: string | undefined, flag: string): string => {
+    assert.ok(file, `DaemonSet: ${flag}`);
+    const at = mountOf(file);
+    const volume = mapping(at.volume.secret, `DaemonSet: ${flag} is on a secret volume`);
+    assert.equal(volume.secretName, secret.metadata.name, `DaemonSet: ${flag} from the Secret`);
+    const rel = path.posix.relative(text(at.mount.mountPath, 'mountPath'), file);
+    const items = list(volume.items ?? [], 'items').map((i) => mapping(i, 'item'));
+    const key = items.length ? items.find((i) => i.path === rel)?.key : rel;
+    assert.ok(
+      typeof key === 'string' && typeof secretData[key] === 'string',
+      `DaemonSet: ${file} is no key of the Secret`,
+    );
+    return key;
+  };
+  const tokenKey = secretKeyOf(opts.apiTokenFile, '--api-token-file (it listens beyond loopback)');
+  assert.ok(opts.clickhouseUrl, 'DaemonSet: --clickhouse-url');
+  assert.equal(new URL(opts.clickhouseUrl).password, '', 'DaemonSet: no password in --clickhouse-url (ps shows it)');
+  assert.equal(
+    secretKeyOf(opts.clickhousePasswordFile, '--clickhouse-password-file'),
+    'clickhouse-password',
+    "DaemonSet: --clickhouse-password-file is the Secret's clickhouse-password",
   );
 
   // Security: the unit's capabilities and no others, not privileged, read-only root.
@@ -1156,8 +1177,23 @@ describe('deploy/compose', () => {
       ],
       ['published everywhere', composeText.replace("'127.0.0.1:8123:8123'", "'8123:8123'"), /loopback only/],
       ['wrong port', composeText.replace('@127.0.0.1:8123', '@127.0.0.1:9000'), /published port/],
-      ['agent as grafana', composeText.replace('http://flowgate:', 'http://grafana:'), /user grafana writes/],
+      ['agent as grafana', composeText.replace('http://flowgate@', 'http://grafana@'), /user grafana writes/],
       ['token elsewhere', composeText.replace('/run/secrets/flowgate_api_token', '/run/secrets/other'), /secret other/],
+      [
+        'password in the URL',
+        composeText.replace('http://flowgate@', 'http://flowgate:${FLOWGATE_CLICKHOUSE_PASSWORD}@'),
+        /no password in --clickhouse-url/,
+      ],
+      [
+        "grafana's password",
+        composeText.replace('environment: FLOWGATE_CLICKHOUSE_PASSWORD', 'environment: GRAFANA_CLICKHOUSE_PASSWORD'),
+        /holds flowgate's password/,
+      ],
+      [
+        'password secret not granted',
+        composeText.replace('      - flowgate_clickhouse_password\n', ''),
+        /granted secret flowgate_clickhouse_password/,
+      ],
       ['short grace', composeText.replace('stop_grace_period: 60s', 'stop_grace_period: 10s'), /stop_grace_period/],
       ['unpinned', composeText.replace('clickhouse-server:25.8', 'clickhouse-server:latest'), /pinned/],
       [
@@ -1352,6 +1388,24 @@ describe('deploy/kubernetes', () => {
         /tolerates every taint/,
       ],
       ['no limits', 'daemonset.yaml', (s) => s.replace(/limits:\n\s+memory: \S+/, 'limits: {}'), /memory limit/],
+      [
+        'password in the URL',
+        'daemonset.yaml',
+        (s) => s.replace('http://$(CLICKHOUSE_USER)@', 'http://$(CLICKHOUSE_USER):pw@'),
+        /no password in --clickhouse-url/,
+      ],
+      [
+        'password file not mounted',
+        'daemonset.yaml',
+        (s) => s.replace('/etc/flowgate/secret/clickhouse-password', '/etc/flowgate/clickhouse-password'),
+        /nothing is mounted at \/etc\/flowgate\/clickhouse-password/,
+      ],
+      [
+        'password file is the token',
+        'daemonset.yaml',
+        (s) => s.replace('path: clickhouse-password', 'path: clickhouse-password-x'),
+        /clickhouse-password is no key of the Secret/,
+      ],
       [
         'image tag',
         'daemonset.yaml',
