@@ -305,6 +305,15 @@ test('top --once prints one frame of the top talkers', async () => {
 });
 
 test('each bad flag or value exits non-zero with one line naming the flag', async () => {
+  const passwordFile = (url: string, file: string): string[] => [
+    'run',
+    '--iface',
+    'fgnone0',
+    '--clickhouse-url',
+    url,
+    '--clickhouse-password-file',
+    file,
+  ];
   const cases: Array<[string[], RegExp]> = [
     [['sql', '--format', 'xml', 'SELECT 1'], /^flowgate: --format must be one of table, json, csv, got "xml"$/],
     [['sql', '--api', 'not a url', 'SELECT 1'], /--api must be a URL/],
@@ -349,41 +358,14 @@ test('each bad flag or value exits non-zero with one line naming the flag', asyn
       /^flowgate: --clickhouse-password-file needs --clickhouse-url \(the embedded store has no password\)$/,
     ],
     [
-      [
-        'run',
-        '--iface',
-        'fgnone0',
-        '--clickhouse-url',
-        'http://u:pw@127.0.0.1:1',
-        '--clickhouse-password-file',
-        '/etc/hostname',
-      ],
+      passwordFile('http://u:pw@127.0.0.1:1', '/etc/hostname'),
       /^flowgate: --clickhouse-password-file --clickhouse-url holds a password already: give it in one place$/,
     ],
     [
-      [
-        'run',
-        '--iface',
-        'fgnone0',
-        '--clickhouse-url',
-        'http://u@127.0.0.1:1',
-        '--clickhouse-password-file',
-        '/no/such/file',
-      ],
+      passwordFile('http://u@127.0.0.1:1', '/no/such/file'),
       /^flowgate: --clickhouse-password-file cannot be read: ENOENT/,
     ],
-    [
-      [
-        'run',
-        '--iface',
-        'fgnone0',
-        '--clickhouse-url',
-        'http://u@127.0.0.1:1',
-        '--clickhouse-password-file',
-        '/dev/null',
-      ],
-      /^flowgate: --clickhouse-password-file \/dev\/null is empty$/,
-    ],
+    [passwordFile('http://u@127.0.0.1:1', '/dev/null'), /^flowgate: --clickhouse-password-file \/dev\/null is empty$/],
   ];
   const runs = await pool(
     cases.map(
