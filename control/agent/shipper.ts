@@ -55,12 +55,14 @@ export async function shipBatch(spool: Spool, info: BatchInfo, store: FlowStore,
 /** A spooled batch for FlowStore.insertFlows: its records come off the disk a slice at a time, counted. */
 function recordBatch(reader: BatchReader, buf: Buffer): FlowRecordBatch {
   const { meta } = reader;
+  const inPlace = reader.inPlace(FLOW_RECORD_SIZE);
   return {
     format: 'FlowRecords',
     rows: reader.flows,
     host: meta.host,
     ifaces: meta.ifaces,
     epochOffsetNs: BigInt(meta.monoToEpochOffsetNs),
+    ...(inPlace === undefined ? {} : { inPlace }),
     *records(): Generator<Buffer> {
       let bytes = 0;
       for (const slice of reader.slices(buf)) {

@@ -18,9 +18,13 @@
  * slice at a time, so neither holds a whole batch in memory. The file is
  * one JSON header line, then the records; the header is written last, over
  * room reserved for it (JSON allows the blanks that pad it to that room).
+ * The room is padded to a whole number of records, so the file reads as
+ * fixed-size records (the header's first): the embedded engine reads a
+ * batch where it lies, skipping those (BatchReader.inPlace).
  */
 import {
   closeSync,
+  fstatSync,
   fsyncSync,
   mkdirSync,
   openSync,
@@ -79,6 +83,15 @@ export interface BatchReader {
    * shorter. Make buf a whole number of records.
    */
   slices(buf: Buffer): Generator<Buffer>;
+  /**
+   * Where the records can be read in place by another reader in this
+   * process while the batch is open (a /proc/self/fd path: it reaches the
+   * file even once the spool dropped it), and how many records' worth of
+   * header come first; undefined when the header is not a whole number of
+   * records (a batch spooled before headers were padded) or the file's
+   * size does not match its header.
+   */
+  inPlace(recordSize: number): { path: string; skipRecords: number } | undefined;
   close(): void;
 }
 
@@ -129,8 +142,9 @@ export class SpoolWriter {
     if (this.fd === undefined) {
       this.meta = this.metaOf();
       this.temp = `${this.spool.fileOf(this.token)}.tmp`;
-      const placeholder = headerLine(this.token, 0, this.meta);
-      this.headerRoom = placeholder.length - 1;
+      const line = headerLine(this.token, 0, this.meta).length;
+      this.headerRoom = Math.ceil(line / this.recordSize) * this.recordSize - 1;
+      const placeholder = headerLine(this.token, 0, this.meta, this.headerRoom);
       this.fd = openSync(this.temp, 'w', 0o600);
       this.position = this.writeAll(placeholder, 0);
     }
@@ -318,6 +332,10 @@ export class Spool {
             if (got < buf.length) return;
             position += got;
           }
+        },
+        inPlace(recordSize: number) {
+          if (bytes % recordSize !== 0 || fstatSync(fd).size !== bytes + h.rows * recordSize) return undefined;
+          return { path: `/proc/self/fd/${fd}`, skipRecords: bytes / recordSize };
         },
         close: () => closeSync(fd),
       };

@@ -179,11 +179,15 @@ export class ClickHouseFlowStore implements FlowStore {
             // The records as they are: the engine reads and converts them (flow-rows.ts), no encoding here.
             // One stream from the file to the table, so a retry forms the same blocks in the same order
             // and the token's per-block deduplication drops every one of them (no slower: measured).
-            await writeSlices(file, rows.records());
-            const source = `file(${literal(file)}, 'RowBinary', ${literal(FLOW_RECORD_STRUCTURE)})`;
+            // A spooled batch is read where it lies, its header skipped as whole records (one
+            // thread: LIMIT/OFFSET count rows in file order); otherwise through a copy.
+            const { inPlace } = rows;
+            if (!inPlace) await writeSlices(file, rows.records());
+            const source = `file(${literal(inPlace?.path ?? file)}, 'RowBinary', ${literal(FLOW_RECORD_STRUCTURE)})`;
+            const window = inPlace ? ` LIMIT ${rows.rows} OFFSET ${inPlace.skipRecords}` : '';
             await w.command({
               query:
-                `INSERT INTO flowgate.flows (${columns}) ${flowRecordsSelect(source, rows)} ` +
+                `INSERT INTO flowgate.flows (${columns}) ${flowRecordsSelect(source, rows)}${window} ` +
                 `SETTINGS ${settingsClause({ ...settings, max_threads: 1, max_insert_threads: 1 })}`,
             });
           }

@@ -56,6 +56,12 @@ export interface FlowRecordBatch {
    * throws when the records do not add up to `rows`.
    */
   records(): Iterable<Buffer> | AsyncIterable<Buffer>;
+  /**
+   * The same records in a file this process can open, after `skipRecords`
+   * records' worth of other bytes (a spooled batch's header): the embedded
+   * engine reads them there instead of through a copy. Absent: records() only.
+   */
+  inPlace?: { path: string; skipRecords: number };
 }
 
 export interface QueryResult {

@@ -17,6 +17,8 @@ import { embeddedDataDir } from '../../control/store/client.js';
 import { defaultSchemaDir, migrate } from '../../control/store/migrate.js';
 import { StoreError, type FlowRecordBatch, type QueryLimits } from '../../control/store/types.js';
 import { context, drain, flow, sampleV4Flow, v4, v6 } from './records.js';
+import { Spool, batchToken } from '../../control/agent/spool.js';
+import { shipBatch, shipBuffer } from '../../control/agent/shipper.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'flowgate-store-test-'));
 const LIMITS: QueryLimits = { maxSeconds: 30, maxRows: 100_000 };
@@ -464,6 +466,60 @@ describe('insertFlows of raw drain records (the embedded engine converts them)',
         .then((r) => r.rows);
     assert.deepEqual(await rollup('raw-host'), await rollup('enc-host'));
     assert.deepEqual((await rollup('raw-host'))[0]![0], 5000);
+  });
+
+  it('a spooled batch is read where it lies: the rows of a copy, once per token, even once the spool dropped it', async () => {
+    const records = sample(4000, false);
+    const spool = new Spool(path.join(dir, 'in-place-spool'), 2 ** 30);
+    const meta = { host: 'in-place', monoToEpochOffsetNs: OFFSET.toString(), ifaces: names };
+    const token = batchToken('in-place', 1, 1);
+    const w = spool.writer(token, () => meta, FLOW_RECORD_SIZE);
+    w.append(records);
+    w.commit();
+    const [info] = spool.list();
+    const reader = spool.open(info!);
+    const at = reader.inPlace(FLOW_RECORD_SIZE);
+    reader.close();
+    assert.ok(at && at.skipRecords > 0, 'the spooled batch reads in place');
+    const buf = shipBuffer();
+    assert.equal(await shipBatch(spool, info!, store, buf), 4000);
+    assert.equal(await shipBatch(spool, info!, store, buf), 4000); // a retry: dropped by the token
+    // The spool drops the batch while an insert has it open (its bound, in the agent): the open file is still read.
+    const late = batchToken('in-place', 1, 2);
+    const w2 = spool.writer(late, () => ({ ...meta, host: 'in-place-late' }), FLOW_RECORD_SIZE);
+    w2.append(records);
+    w2.commit();
+    const lateInfo = spool.list().find((b) => b.token === late)!;
+    const lateReader = spool.open(lateInfo);
+    const base = { format: 'FlowRecords', rows: 4000, ifaces: names, epochOffsetNs: OFFSET } as const;
+    try {
+      const where = lateReader.inPlace(FLOW_RECORD_SIZE);
+      assert.ok(where);
+      spool.remove(lateInfo);
+      await store.insertFlows(
+        {
+          ...base,
+          host: 'in-place-late',
+          inPlace: where,
+          records: () => assert.fail('read in place, not through records()'),
+        },
+        late,
+      );
+    } finally {
+      lateReader.close();
+    }
+    await store.insertFlows({ ...base, host: 'copied', records: () => [records] }, 'test:copy');
+    const all = async (host: string): Promise<unknown[][]> =>
+      (
+        await store.query(
+          `SELECT * EXCEPT host FROM flows WHERE host = '${host}' ORDER BY first_seen, src_addr, dst_addr, src_port, dst_port, packets`,
+          { ...LIMITS, maxRows: 10_000 },
+        )
+      ).rows;
+    const copied = await all('copied');
+    assert.equal(copied.length, 4000);
+    assert.deepEqual(await all('in-place'), copied);
+    assert.deepEqual(await all('in-place-late'), copied);
   });
 
   it('refuses records that do not add up to whole rows, and inserts nothing', async () => {
