@@ -33,18 +33,6 @@ Napi::Buffer<uint8_t> BufferArg(const Napi::CallbackInfo &info, size_t i, const 
 	return info[i].As<Napi::Buffer<uint8_t>>();
 }
 
-/* An integer-valued number in [min, max]; TypeError naming the option otherwise. */
-uint32_t IntOption(Napi::Env env, Napi::Object opts, const char *name, double min, double max)
-{
-	Napi::Value v = opts.Get(name);
-	double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
-	if (!std::isfinite(d) || std::floor(d) != d || d < min || d > max)
-		ThrowTypeError(env, std::string("open(): ") + name + " must be an integer from " +
-					    std::to_string(static_cast<uint64_t>(min)) + " to " +
-					    std::to_string(static_cast<uint64_t>(max)));
-	return static_cast<uint32_t>(d);
-}
-
 std::string StringOption(Napi::Env env, Napi::Object opts, const char *name)
 {
 	Napi::Value v = opts.Get(name);
@@ -132,9 +120,9 @@ Napi::Value Datapath::Open(const Napi::CallbackInfo &info)
 	OpenOptions opts;
 	opts.objectPath = StringOption(env, o, "objectPath");
 	opts.bpffs = StringOption(env, o, "bpffs");
-	opts.maxFlows = IntOption(env, o, "maxFlows", kMinFlows, 0xffffffffu);
-	opts.maxRules = IntOption(env, o, "maxRules", 1, 0xffffffffu);
-	opts.maxPrefixes = IntOption(env, o, "maxPrefixes", 1, 0xffffffffu);
+	opts.maxFlows = static_cast<uint32_t>(IntegerOption(env, o, "open", "maxFlows", kMinFlows, 0xffffffffu));
+	opts.maxRules = static_cast<uint32_t>(IntegerOption(env, o, "open", "maxRules", 1, 0xffffffffu));
+	opts.maxPrefixes = static_cast<uint32_t>(IntegerOption(env, o, "open", "maxPrefixes", 1, 0xffffffffu));
 	std::unique_ptr<DatapathState> state = Guard(env, [&] { return OpenDatapath(opts); });
 	/* The constructor takes ownership of the state through the External. */
 	Napi::External<DatapathState> ext = Napi::External<DatapathState>::New(env, state.release());

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include <cerrno>
+#include <cmath>
 
 namespace fg
 {
@@ -106,6 +107,16 @@ void ThrowRangeError(Napi::Env env, const std::string &msg)
 	e.Set("code", Napi::String::New(env, "EINVAL"));
 	e.Set("errno", Napi::Number::New(env, EINVAL));
 	throw e;
+}
+
+int64_t IntegerOption(Napi::Env env, Napi::Object opts, const char *fn, const char *name, int64_t min, int64_t max)
+{
+	Napi::Value v = opts.Get(name);
+	double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+	if (!std::isfinite(d) || std::floor(d) != d || d < static_cast<double>(min) || d > static_cast<double>(max))
+		ThrowTypeError(env, std::string(fn) + "(): " + name + " must be an integer from " +
+					    std::to_string(min) + " to " + std::to_string(max));
+	return static_cast<int64_t>(d);
 }
 
 } // namespace fg

@@ -8,6 +8,7 @@
 
 #include <napi.h>
 
+#include <cstdint>
 #include <string>
 
 namespace fg
@@ -55,6 +56,14 @@ std::string LoadFailureHint(int err, const std::string &libbpfLog);
  */
 [[noreturn]] void ThrowTypeError(Napi::Env env, const std::string &msg);
 [[noreturn]] void ThrowRangeError(Napi::Env env, const std::string &msg);
+
+/*
+ * opts[name] as an integer in [min, max], for the options object of the
+ * call `fn`: a TypeError "<fn>(): <name> must be an integer from <min> to
+ * <max>" otherwise, absent included (an optional option checks for
+ * undefined first).
+ */
+int64_t IntegerOption(Napi::Env env, Napi::Object opts, const char *fn, const char *name, int64_t min, int64_t max);
 
 /* Run f, turning an ErrnoError into the JS Error at the N-API boundary. */
 template <typename F>

@@ -4,7 +4,6 @@
 
 #include <sys/mman.h>
 
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -21,18 +20,12 @@ namespace fg
 namespace
 {
 
-/* An integer option in [min, max], or -1 when absent. */
-int IntOption(Napi::Env env, Napi::Object opts, const char *name, double min, double max)
+/* An optional tuneMalloc() option in [min, max], or -1 when absent. */
+int MallocOption(Napi::Env env, Napi::Object opts, const char *name, int min, int max)
 {
-	Napi::Value v = opts.Get(name);
-	if (v.IsUndefined())
+	if (opts.Get(name).IsUndefined())
 		return -1;
-	double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
-	if (!std::isfinite(d) || std::floor(d) != d || d < min || d > max)
-		ThrowTypeError(env, std::string("tuneMalloc(): ") + name + " must be an integer from " +
-					    std::to_string(static_cast<int64_t>(min)) + " to " +
-					    std::to_string(static_cast<int64_t>(max)));
-	return static_cast<int>(d);
+	return static_cast<int>(IntegerOption(env, opts, "tuneMalloc", name, min, max));
 }
 
 /* One mapping of /proc/self/smaps: its range, whether it can be written, its file, its anonymous (COW) bytes. */
@@ -54,8 +47,7 @@ std::vector<Mapping> ReadMappings()
 		unsigned long start, end;
 		char perms[8];
 		int pathAt = 0;
-		if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &start, &end, perms, &pathAt) == 3 &&
-		    strchr(line, '-') < strchr(line, ' ')) {
+		if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &start, &end, perms, &pathAt) == 3) {
 			Mapping m;
 			m.start = start;
 			m.end = end;
@@ -101,8 +93,8 @@ Napi::Value TuneMalloc(const Napi::CallbackInfo &info)
 	if (info.Length() < 1 || !info[0].IsObject())
 		ThrowTypeError(env, "tuneMalloc(options: {arenaMax?, mmapThreshold?})");
 	Napi::Object opts = info[0].As<Napi::Object>();
-	int arenaMax = IntOption(env, opts, "arenaMax", 1, 1024);
-	int mmapThreshold = IntOption(env, opts, "mmapThreshold", 4096, 32 << 20);
+	int arenaMax = MallocOption(env, opts, "arenaMax", 1, 1024);
+	int mmapThreshold = MallocOption(env, opts, "mmapThreshold", 4096, 32 << 20);
 	bool ok = true;
 #if defined(__GLIBC__)
 	if (arenaMax > 0)
