@@ -8,7 +8,6 @@
  * being torn down with a worker's isolate.) It exits when the agent goes
  * away, even by kill -9 (the IPC channel closes).
  */
-import { loadNative } from '../../native/index.js';
 import { createLogger } from '../log.js';
 import { ClickHouseFlowStore } from '../store/flow-store.js';
 import {
@@ -19,6 +18,7 @@ import {
   type RuleHistoryStoreRow,
   type StoreOptions,
 } from '../store/types.js';
+import { releaseStartupPages } from '../util/startup-pages.js';
 import { HistoryQueue } from './history-queue.js';
 import { Shipper } from './shipper.js';
 import { Spool } from './spool.js';
@@ -65,30 +65,12 @@ setInterval(() => {
   if (orphaned()) process.exit(0);
 }, 500).unref();
 
-/**
- * Opening the embedded engine runs code and reads constants from ~180 MB of
- * libchdb that nothing touches again (every function, format and table
- * engine registers itself; most are never used here). Drop this process's
- * mappings of those pages once the store is open: they stay in the page
- * cache, and what inserts and queries use comes back as minor faults
- * (~110 MB of it under 100k flows a second; measured in bench/agent.ts).
- * FLOWGATE_MEMORY_DEFAULTS=1 keeps them, like the agent's other memory settings.
- */
-function releaseEngineStartupPages(): void {
-  if (data.store.target.kind !== 'embedded' || process.env.FLOWGATE_MEMORY_DEFAULTS === '1') return;
-  try {
-    const bytes = loadNative().releaseFilePages('libchdb');
-    log.debug({ releasedMB: Math.round(bytes / 2 ** 20) }, "released the embedded engine's startup pages");
-  } catch (err) {
-    log.warn({ err }, "cannot release the embedded engine's startup pages (the native addon)");
-  }
-}
-
 const shipper = new Shipper({
   spool: new Spool(data.spoolDir, data.spoolMaxBytes),
   openStore: async () => {
     const store = await ClickHouseFlowStore.open(data.store, log);
-    releaseEngineStartupPages();
+    // The engine's start touches ~175 MB of libchdb; ~110 MB of it comes back under 100k flows a second.
+    if (data.store.target.kind === 'embedded') releaseStartupPages('libchdb', 'the embedded engine', log);
     return store;
   },
   log,

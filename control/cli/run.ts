@@ -18,11 +18,11 @@ import {
   type ListenAddress,
 } from '../agent/flags.js';
 import { buildApi, isLoopbackHost, listenApi } from '../api/server.js';
-import { loadNative } from '../../native/index.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { CLUSTER_NAME } from '../store/migrate.js';
 import type { StoreTarget } from '../store/types.js';
+import { releaseStartupPages } from '../util/startup-pages.js';
 
 export const DEFAULTS = {
   store: '/var/lib/flowgate',
@@ -144,24 +144,6 @@ export function parseClusterName(flag: string, text: string): string {
     throw new FlagError(flag, `must be a cluster name (letters, digits, '_', '-', '.'), got "${text}"`);
   }
   return text;
-}
-
-/**
- * Starting the agent runs code and reads constants of node's executable that
- * the running agent hardly touches again: the module loader and compiler on
- * some 450 modules, fastify's, ajv's and the store client's setup. Drop this
- * process's mappings of those pages once it runs: they stay in the page
- * cache, and what drains and requests use comes back as minor faults.
- * FLOWGATE_MEMORY_DEFAULTS=1 keeps them, like the agent's other memory settings.
- */
-function releaseStartupPages(log: Logger): void {
-  if (process.env.FLOWGATE_MEMORY_DEFAULTS === '1') return;
-  try {
-    const bytes = loadNative().releaseFilePages(process.execPath);
-    log.debug({ releasedMB: Math.round(bytes / 2 ** 20) }, "released node's startup pages");
-  } catch (err) {
-    log.warn({ err }, "cannot release node's startup pages (the native addon)");
-  }
 }
 
 function listenText(l: ListenAddress): string {
@@ -312,7 +294,7 @@ export function registerRun(program: Command): void {
         });
         const url = await listenApi(app, listenText(opts.listen), token);
         log.info({ url }, 'API listening');
-        releaseStartupPages(log);
+        releaseStartupPages(process.execPath, 'node', log);
       } catch (err) {
         await agent.stop();
         throw err;
