@@ -29,7 +29,6 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
-  readFileSync,
   readSync,
   renameSync,
   statSync,
@@ -50,14 +49,6 @@ export interface BatchMeta {
   monoToEpochOffsetNs: string;
   /** ifindex → interface name at the drain. */
   ifaces: Record<string, string>;
-}
-
-export interface SpooledBatch {
-  token: string;
-  flows: number;
-  meta: BatchMeta;
-  /** Packed key||value records (control/datapath/layout.ts). */
-  records: Buffer;
 }
 
 export interface BatchInfo {
@@ -274,17 +265,6 @@ export class Spool {
     return new SpoolWriter(this, token, meta, recordSize);
   }
 
-  /** Write a whole batch durably. Returns the batches dropped to stay under maxBytes. */
-  write(batch: SpooledBatch): DroppedBatch[] {
-    const w = this.writer(batch.token, () => batch.meta, 1);
-    try {
-      w.append(batch.records, batch.flows);
-      return w.commit();
-    } finally {
-      w.abort();
-    }
-  }
-
   /** Oldest first (tokens sort by epoch within one instance). */
   list(): BatchInfo[] {
     const out: BatchInfo[] = [];
@@ -296,17 +276,6 @@ export class Spool {
       out.push({ token: header.token, file, bytes: st.size, rows: header.rows });
     }
     return out.sort((a, b) => (a.token < b.token ? -1 : a.token > b.token ? 1 : 0));
-  }
-
-  read(info: BatchInfo): SpooledBatch {
-    const data = readFileSync(info.file);
-    const nl = data.indexOf(0x0a);
-    const header = JSON.parse(data.subarray(0, nl).toString('utf8')) as {
-      token: string;
-      rows: number;
-      meta: BatchMeta;
-    };
-    return { token: header.token, flows: header.rows, meta: header.meta, records: data.subarray(nl + 1) };
   }
 
   /** A batch to read a slice at a time (close it after). */

@@ -14,6 +14,7 @@ import { withTestDatapath } from '../lib/datapath.js';
 import { CHUNK_RECORDS, Collector, type DrainSummary } from '../../control/agent/collector.js';
 import { MonotonicClock } from '../../control/agent/clock.js';
 import { Spool } from '../../control/agent/spool.js';
+import { readBatch } from '../lib/spool.js';
 import { FLOW_KEY, FLOW_RECORD_SIZE, encodeFlowKey, encodeFlowValue } from '../../control/datapath/layout.js';
 import type { Datapath } from '../../control/datapath/datapath.js';
 import { createLogger } from '../../control/log.js';
@@ -112,7 +113,7 @@ test('a drain of more flows than a chunk spools every flow exactly once, and emp
       assert.equal(more.length, 0);
       assert.equal(info!.token, summary.token);
       assert.equal(info!.rows, FLOWS);
-      const batch = spool.read(info!);
+      const batch = readBatch(spool, info!);
       assert.equal(batch.flows, FLOWS);
       assert.deepEqual(batch.meta.ifaces, { 3: 'eth3' });
       assert.equal(batch.records.length, FLOWS * FLOW_RECORD_SIZE);

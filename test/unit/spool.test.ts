@@ -10,6 +10,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync,
 import os from 'node:os';
 import path from 'node:path';
 import { Spool, batchToken, type BatchMeta } from '../../control/agent/spool.js';
+import { readBatch, writeBatch } from '../lib/spool.js';
 
 const RECORD = 120;
 const meta: BatchMeta = { host: 'hôst', monoToEpochOffsetNs: '1700000000123456789', ifaces: { 3: 'eth0' } };
@@ -57,7 +58,7 @@ describe('spool', () => {
       const [info] = spool.list();
       assert.equal(info!.token, token);
       assert.equal(info!.rows, 1000);
-      const batch = spool.read(info!);
+      const batch = readBatch(spool, info!);
       assert.deepEqual(batch.meta, meta);
       assert.equal(batch.flows, 1000);
       assert.ok(batch.records.equals(all));
@@ -149,13 +150,13 @@ describe('spool', () => {
   it('reads batches written whole by write() and by an earlier version (no padding)', () => {
     withSpool((spool) => {
       const a = batchToken('h', 1, 1);
-      spool.write({ token: a, flows: 2, meta, records: records(2, 1) });
+      writeBatch(spool, { token: a, flows: 2, meta, records: records(2, 1) });
       const b = batchToken('h', 1, 2);
       const old = JSON.stringify({ magic: 'flowgate-spool-v1', token: b, rows: 4, meta });
       writeFileSync(spool.fileOf(b), Buffer.concat([Buffer.from(`${old}\n`), records(4, 2)]));
       const [ia, ib] = spool.list();
       assert.deepEqual([ia!.rows, ib!.rows], [2, 4]);
-      assert.ok(spool.read(ia!).records.equals(records(2, 1)));
+      assert.ok(readBatch(spool, ia!).records.equals(records(2, 1)));
       const reader = spool.open(ib!);
       try {
         const parts: Buffer[] = [];
