@@ -33,6 +33,7 @@ import { removeBpffs, tempBpffsDir } from '../test/lib/datapath.js';
 import { createVethPair, sendTrafgen } from '../test/lib/netns.js';
 import { startAgent } from '../test/lib/agent.js';
 import { startClickHouseHttp } from '../test/lib/clickhouse-http-server.js';
+import { median } from './stats.js';
 import { syntheticDrain } from './store.js';
 
 export interface PipelineResult {
@@ -69,11 +70,6 @@ function split(records: Buffer): { keys: Buffer; values: Buffer } {
     );
   }
   return { keys, values };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 const mapOf = (slot: number): string => (slot ? 'flows_b' : 'flows_a');

@@ -18,6 +18,7 @@ import { parseRule, type Rule } from '../control/rules/rule.js';
 import { encodeFlowKey, encodeFlowValue, FLOW_KEY, FLOW_VALUE } from '../control/datapath/layout.js';
 import { buildFrame, ipv4Mapped } from '../test/lib/frames.js';
 import { removeBpffs, tempBpffsDir } from '../test/lib/datapath.js';
+import { median } from './stats.js';
 
 export interface PathResult {
   name: string;
@@ -39,12 +40,6 @@ export interface DrainResult {
 
 const XDP_PASS = 2;
 const XDP_DROP = 1;
-
-/** Median of several test-run means: the machine is noisy, the median less so. */
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 function timeRuns(run: () => TestRunResult, rounds: number, expect: number): number {
   const samples: number[] = [];

@@ -22,9 +22,9 @@ export interface ShipperDeps {
 
 /**
  * Records read from the spool at a time (~0.5 MB, into one buffer the
- * shipper reuses). A batch goes to the store slice by slice (encoded for a
- * server as the socket takes it, copied for the embedded engine), so the
- * shipper never holds a whole batch, and — in the agent's process
+ * shipper reuses). A batch goes to a server slice by slice, encoded as the
+ * socket takes it (the embedded engine reads a spooled batch where it lies:
+ * FlowRecordBatch.inPlace), so the shipper never holds a whole batch, and — in the agent's process
  * (local-ship.ts) — encoding yields to the drain timer between slices.
  * Small slices keep the agent small: each encoded slice is garbage once
  * sent, and V8 collects it only at its next GC (measured in server mode,
