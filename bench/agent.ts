@@ -11,7 +11,9 @@
  * - overlapped: the agent's way — drains here while a ship process
  *   (ShipClient) inserts the previous batches: flows per second of wall
  *   clock from the first drain to the last row stored, refills of the map
- *   included.
+ *   included; and per core: the same flows over the CPU seconds the drains
+ *   and the ship process used (refills left out; inserts, views and the
+ *   merges they start in). Run first, before any other store is open.
  *
  * footprint: a real `flowgate run` on a veth receiving `flowsPerInterval`
  * distinct flows every drain interval (trafgen in a test namespace), its
@@ -49,6 +51,12 @@ export interface PipelineResult {
   shipFlowsPerSec: number;
   /** Drains here while a ship process inserts (the agent's steady state), `batches` batches, wall clock. */
   overlappedFlowsPerSec: number;
+  /** CPU of the overlapped drains (this process, the refills of the map left out). */
+  overlappedDrainCpuSeconds: number;
+  /** CPU of the ship process over the overlapped run: inserts, views and the merges they set off. */
+  overlappedShipCpuSeconds: number;
+  /** Overlapped flows per CPU-second of drain and ship together: the rate one core could sustain. */
+  perCoreFlowsPerSec: number;
   batches: number;
   kernelDrainFlowsPerSec: number;
   ratioToKernel: number;
@@ -80,7 +88,7 @@ export async function benchPipeline(flows: number, rounds = 3, batches = 5): Pro
   const dp = Datapath.open({ bpffs, maxFlows: Math.ceil(flows * 1.25), maxRules: 1024, maxPrefixes: 1024 });
   const log = createLogger('bench');
   log.level = 'warn';
-  const store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 30 });
+  let store: ClickHouseFlowStore | undefined;
   let ship: ShipClient | undefined;
   try {
     const { keys, values } = split(syntheticDrain(flows, process.hrtime.bigint()));
@@ -96,35 +104,8 @@ export async function benchPipeline(flows: number, rounds = 3, batches = 5): Pro
         onDrain: () => undefined,
       });
 
-    // Sequential: drain, then ship each spooled batch, in this process.
-    const spool = new Spool(path.join(dir, 'spool'), 2 ** 40);
-    const collector = collectorFor(spool);
-    const buf = shipBuffer();
-    const drainS: number[] = [];
-    const shipS: number[] = [];
-    for (let r = 0; r <= rounds; r++) {
-      await fill();
-      const t0 = performance.now();
-      await collector.drain('interval');
-      const t1 = performance.now();
-      for (const info of spool.list()) {
-        await shipBatch(spool, info, store, buf);
-        spool.remove(info);
-      }
-      drainS.push((t1 - t0) / 1000);
-      shipS.push((performance.now() - t1) / 1000);
-    }
-    const stored = await store.query("SELECT count() FROM flowgate.flows WHERE host = 'bench'", {
-      maxSeconds: 60,
-      maxRows: 10,
-    });
-    if (Number(stored.rows[0]![0]) !== flows * (rounds + 1)) {
-      throw new Error(`stored ${String(stored.rows[0]![0])} of ${flows * (rounds + 1)} flows`);
-    }
-    const warm = (xs: number[]): number[] => xs.slice(1);
-    const total = drainS.map((d, i) => d + shipS[i]!);
-
-    // Overlapped: a ship process inserts while this one drains, as in the agent.
+    // Overlapped first, on a quiet machine: a ship process inserts while this one drains, as in
+    // the agent. (Run after the sequential rounds, it shared the cores with the merges of their store.)
     const shipDir = path.join(dir, 'ship');
     const shipSpool = new Spool(path.join(shipDir, 'spool'), 2 ** 40);
     let inserted = 0;
@@ -158,19 +139,58 @@ export async function benchPipeline(flows: number, rounds = 3, batches = 5): Pro
     await shipCollector.drain('interval'); // warm-up: the ship process opens its store, the first insert is cold
     ship.wake();
     await until(flows);
+    const shipPid = ship.pid!;
+    const shipTicks0 = cpuTicks(shipPid);
+    let drainCpuUs = 0;
     const t0 = performance.now();
     for (let b = 0; b < batches; b++) {
       await fill();
+      const cpu = process.cpuUsage();
       await shipCollector.drain('interval');
+      const used = process.cpuUsage(cpu);
+      drainCpuUs += used.user + used.system;
       ship.wake();
     }
     await until(flows * (batches + 1));
     const overlappedSeconds = (performance.now() - t0) / 1000;
+    const shipCpuSeconds = (cpuTicks(shipPid) - shipTicks0) / CLOCK_TICKS;
+    await ship.stop(10_000);
+    ship = undefined;
+
+    // Sequential: drain, then ship each spooled batch, in this process.
+    store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 30 });
+    const spool = new Spool(path.join(dir, 'spool'), 2 ** 40);
+    const collector = collectorFor(spool);
+    const buf = shipBuffer();
+    const drainS: number[] = [];
+    const shipS: number[] = [];
+    for (let r = 0; r <= rounds; r++) {
+      await fill();
+      const t0 = performance.now();
+      await collector.drain('interval');
+      const t1 = performance.now();
+      for (const info of spool.list()) {
+        await shipBatch(spool, info, store, buf);
+        spool.remove(info);
+      }
+      drainS.push((t1 - t0) / 1000);
+      shipS.push((performance.now() - t1) / 1000);
+    }
+    const stored = await store.query("SELECT count() FROM flowgate.flows WHERE host = 'bench'", {
+      maxSeconds: 60,
+      maxRows: 10,
+    });
+    if (Number(stored.rows[0]![0]) !== flows * (rounds + 1)) {
+      throw new Error(`stored ${String(stored.rows[0]![0])} of ${flows * (rounds + 1)} flows`);
+    }
+    const warm = (xs: number[]): number[] => xs.slice(1);
+    const total = drainS.map((d, i) => d + shipS[i]!);
 
     await fill();
     const kernel = await dp.native.drainBaseline(mapOf(dp.config().flowSlot & 1));
     const storedFlowsPerSec = flows / median(warm(total));
     const kernelDrainFlowsPerSec = kernel.count / (kernel.ns / 1e9);
+    const drainCpuSeconds = drainCpuUs / 1e6;
     return {
       flows,
       storedFlowsPerSec,
@@ -178,6 +198,9 @@ export async function benchPipeline(flows: number, rounds = 3, batches = 5): Pro
       drainFlowsPerSec: flows / median(warm(drainS)),
       shipFlowsPerSec: flows / median(warm(shipS)),
       overlappedFlowsPerSec: (flows * batches) / overlappedSeconds,
+      overlappedDrainCpuSeconds: drainCpuSeconds,
+      overlappedShipCpuSeconds: shipCpuSeconds,
+      perCoreFlowsPerSec: (flows * batches) / (drainCpuSeconds + shipCpuSeconds),
       batches,
       kernelDrainFlowsPerSec,
       ratioToKernel: storedFlowsPerSec / kernelDrainFlowsPerSec,
@@ -185,7 +208,7 @@ export async function benchPipeline(flows: number, rounds = 3, batches = 5): Pro
     };
   } finally {
     await ship?.stop(10_000);
-    await store.close();
+    await store?.close();
     dp.unpinAll();
     dp.close();
     removeBpffs(bpffs);
@@ -224,6 +247,9 @@ function statusKB(pid: number, field: 'VmRSS' | 'RssAnon'): number {
   return m ? Number(m[1]) : 0;
 }
 
+/** USER_HZ: the unit of /proc/<pid>/stat's CPU times. */
+const CLOCK_TICKS = 100;
+
 function cpuTicks(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return Number(f[11]) + Number(f[12]); // utime + stime
@@ -242,7 +268,6 @@ export async function benchFootprint(
     args: ['--drain-interval', '1s', ...(ch ? ['--clickhouse-url', ch.url] : [])],
   });
   try {
-    const tick = 100; // Hz of /proc/<pid>/stat
     let rssMax = 0;
     let rssAgentMax = 0;
     let anonMax = 0;
@@ -289,7 +314,7 @@ export async function benchFootprint(
       rssMaxMB: rssMax / 1024,
       rssAgentMaxMB: rssAgentMax / 1024,
       anonMaxMB: anonMax / 1024,
-      cpuPercentOfOneCore: (((cpu1 - cpu0) / tick) * 100) / wall,
+      cpuPercentOfOneCore: (((cpu1 - cpu0) / CLOCK_TICKS) * 100) / wall,
       targetRssMB: mode === 'embedded' ? 350 : 80,
     };
   } finally {

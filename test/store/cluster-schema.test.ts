@@ -17,7 +17,13 @@ import type { AddressInfo } from 'node:net';
 import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import { ClickHouseFlowStore } from '../../control/store/flow-store.js';
-import { clusterSchemaDir, defaultSchemaDir, loadMigrations, migrate } from '../../control/store/migrate.js';
+import {
+  clusterSchemaDir,
+  defaultSchemaDir,
+  loadMigrations,
+  migrate,
+  syncMergeSettings,
+} from '../../control/store/migrate.js';
 import { StoreError } from '../../control/store/types.js';
 
 const CLUSTER = 'fleet-1.eu';
@@ -66,10 +72,14 @@ interface Recorded {
 
 /**
  * A client that records what migrate() sends and answers queries with
- * `tables` for system.tables (syncTtls) and nothing else (no migration
- * applied yet): the statements a cluster would receive, with no cluster.
+ * `tables` for system.tables (syncTtls, syncMergeSettings), `mergeSettings`
+ * for the settings the server knows, and nothing else (no migration applied
+ * yet): the statements a cluster would receive, with no cluster.
  */
-function recordingClient(tables: Array<{ name: string; engine_full: string }> = []): {
+function recordingClient(
+  tables: Array<{ name: string; engine_full: string }> = [],
+  mergeSettings: string[] = [],
+): {
   client: ClickHouseClient;
   rec: Recorded;
 } {
@@ -80,7 +90,16 @@ function recordingClient(tables: Array<{ name: string; engine_full: string }> = 
       return Promise.resolve({ query_id: 'recorded' });
     },
     query: ({ query }: { query: string }) =>
-      Promise.resolve({ json: () => Promise.resolve(/system\.tables/.test(query) ? tables : []) }),
+      Promise.resolve({
+        json: () =>
+          Promise.resolve(
+            /system\.tables/.test(query)
+              ? tables
+              : /system\.merge_tree_settings/.test(query)
+                ? mergeSettings.map((name) => ({ name }))
+                : [],
+          ),
+      }),
     insert: ({ table, values }: { table: string; values: unknown }) => {
       rec.inserts.push({ table, values });
       return Promise.resolve({ executed: true, query_id: 'recorded' });
@@ -232,8 +251,10 @@ describe('cluster migrations', () => {
       const local = localName(t.name);
       const statement = commands.find((s) => s.includes(`CREATE TABLE IF NOT EXISTS flowgate.${local} `))!;
       assert.equal(REPLICATED_ENGINE.exec(statement)?.[1], t.engine, `${local} is Replicated${t.engine}`);
-      // The engine swapped back and the dedup window renamed, the whole definition is the same.
-      assert.equal(copies.find((c) => c.name === local)!.engine_full, t.engine_full, local);
+      // The engine swapped back and the dedup window renamed, the whole definition is the same
+      // (merge settings aside: syncMergeSettings sets them after the migrations, checked below).
+      const withoutMergeSettings = (e: string): string => e.replace(/, merge_selector_base = \d+/, '');
+      assert.equal(copies.find((c) => c.name === local)!.engine_full, withoutMergeSettings(t.engine_full), local);
       const columns = (db: string, table: string): Promise<unknown[]> =>
         rows(
           'SELECT name, type, position, default_kind, default_expression, compression_codec, comment ' +
@@ -306,6 +327,48 @@ describe('cluster migrations', () => {
       `ALTER TABLE flowgate.flows_local${ON_CLUSTER} MODIFY TTL toDateTime(first_seen) + toIntervalDay(30)`,
     ]);
     for (const sql of alters) await parse(sql);
+  });
+
+  it('sets the merge settings on the drained-into local tables ON CLUSTER, where the servers know them', async () => {
+    const tables = [
+      {
+        name: 'flows_local',
+        engine_full:
+          "ReplicatedMergeTree('/clickhouse/tables/{shard}/flowgate/flows', '{replica}') PARTITION BY toDate(first_seen) " +
+          'ORDER BY (toStartOfHour(first_seen), src_addr, dst_addr) TTL toDateTime(first_seen) + toIntervalDay(30) SETTINGS index_granularity = 8192',
+      },
+      { name: 'flows', engine_full: "Distributed('fleet-1.eu', 'flowgate', 'flows_local', cityHash64(src_addr))" },
+      {
+        name: 'flows_1m_local',
+        engine_full:
+          "ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/flowgate/flows_1m', '{replica}') " +
+          'PARTITION BY toYYYYMM(minute) ORDER BY (minute, host, iface, direction, protocol, dst_port) TTL minute + toIntervalDay(90) ' +
+          'SETTINGS index_granularity = 8192, merge_selector_base = 20',
+      },
+      {
+        name: 'talkers_1h_local',
+        engine_full:
+          "ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/flowgate/talkers_1h', '{replica}') " +
+          'PARTITION BY toYYYYMM(hour) ORDER BY (hour, src_addr, dst_addr, host, iface, direction) TTL hour + toIntervalDay(400) ' +
+          'SETTINGS index_granularity = 8192, merge_selector_base = 5',
+      },
+      {
+        name: 'iface_counters_local',
+        engine_full: "ReplicatedMergeTree('/clickhouse/tables/{shard}/flowgate/iface_counters', '{replica}') ORDER BY ts",
+      },
+    ];
+    const { client, rec } = recordingClient(tables, ['merge_selector_base']);
+    assert.deepEqual(await syncMergeSettings(client, CLUSTER), ['flows_local', 'talkers_1h_local']);
+    const alters = rec.commands.filter((s) => s.startsWith('ALTER'));
+    assert.deepEqual(alters, [
+      `ALTER TABLE flowgate.flows_local${ON_CLUSTER} MODIFY SETTING merge_selector_base = 20`,
+      `ALTER TABLE flowgate.talkers_1h_local${ON_CLUSTER} MODIFY SETTING merge_selector_base = 20`,
+    ]);
+    for (const sql of alters) await parse(sql);
+    // A server that does not know the setting (before ClickHouse 24.11): nothing is sent.
+    const older = recordingClient(tables);
+    assert.deepEqual(await syncMergeSettings(older.client, CLUSTER), []);
+    assert.deepEqual(older.rec.commands, []);
   });
 
   it('refuses a cluster name that is not one, and the cluster schema without a cluster', async () => {

@@ -166,6 +166,21 @@ describe('migrations', () => {
     ]);
   });
 
+  it('gives the tables every drain writes to wider merges (merge_selector_base), and keeps them at a restart', async () => {
+    const bases = async (): Promise<Record<string, string>> => {
+      const r = await store.query(
+        "SELECT name, extract(engine_full, 'merge_selector_base = (\\d+)') FROM system.tables WHERE database = 'flowgate' AND engine LIKE '%MergeTree'",
+        LIMITS,
+      );
+      return Object.fromEntries(r.rows.filter(([, b]) => b !== '').map(([n, b]) => [n as string, b as string]));
+    };
+    const want = { flows: '20', flows_1m: '20', talkers_1h: '20' };
+    assert.deepEqual(await bases(), want);
+    await store.close();
+    store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 30 });
+    assert.deepEqual(await bases(), want);
+  });
+
   it('sets the TTLs from the retention, and changes them when it changes', async () => {
     const ttls = async (): Promise<Record<string, string>> => {
       const r = await store.query(
