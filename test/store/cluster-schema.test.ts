@@ -354,7 +354,8 @@ describe('cluster migrations', () => {
       },
       {
         name: 'iface_counters_local',
-        engine_full: "ReplicatedMergeTree('/clickhouse/tables/{shard}/flowgate/iface_counters', '{replica}') ORDER BY ts",
+        engine_full:
+          "ReplicatedMergeTree('/clickhouse/tables/{shard}/flowgate/iface_counters', '{replica}') ORDER BY ts",
       },
     ];
     const { client, rec } = recordingClient(tables, ['merge_selector_base']);
