@@ -286,6 +286,7 @@ const MERGE_TUNED_TABLES = new Set(['flows', 'flows_1m', 'talkers_1h']);
  */
 export async function syncMergeSettings(client: ClickHouseClient, cluster?: string): Promise<string[]> {
   const names = Object.keys(MERGE_SETTINGS);
+  if (names.length === 0) return [];
   const known = await client.query({
     query: `SELECT name FROM system.merge_tree_settings WHERE name IN (${names.map((n) => `'${n}'`).join(', ')})`,
     format: 'JSONEachRow',
