@@ -14,6 +14,10 @@
  *   included; and per core: the same flows over the CPU seconds the drains
  *   and the ship process used (refills left out; inserts, views and the
  *   merges they start in). Run first, before any other store is open.
+ *   Enough drains (20 in the full run) that each table merges its parts
+ *   at least once inside the window (merge_selector_base 20: a merge of
+ *   ~17 parts): a window of fewer drains would leave the merges it causes
+ *   for after the clock stops, and flatter both figures.
  *
  * footprint: a real `flowgate run` on a veth receiving `flowsPerInterval`
  * distinct flows every drain interval (trafgen in a test namespace), its

@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     ),
   );
 
-  const pipeline = await benchPipeline(quick ? 50_000 : 200_000, quick ? 2 : 3, quick ? 3 : 8);
+  const pipeline = await benchPipeline(quick ? 50_000 : 200_000, quick ? 2 : 3, quick ? 3 : 20);
   console.log(
     `\nAgent pipeline: ${pipeline.flows.toLocaleString('en-US')} flows a drain, kernel map → rows in the embedded store\n`,
   );
@@ -90,7 +90,7 @@ async function main(): Promise<void> {
           '',
         ],
         [
-          `overlapped, as the agent runs (${pipeline.batches} drains)`,
+          `overlapped, as the agent runs (${pipeline.batches} drains, merges in them)`,
           fmt(pipeline.overlappedFlowsPerSec, 0),
           perKernel(pipeline.overlappedFlowsPerSec),
           '≥ 500,000/s',
