@@ -191,8 +191,7 @@ export async function migrate(
   const vars = { ...retentionPlan(retentionDays), ...clusterVars(cluster) };
   const migrations = loadMigrations(schemaDir);
   try {
-    const onCluster = cluster === undefined ? '' : ` ON CLUSTER '${cluster}'`;
-    await client.command({ query: `CREATE DATABASE IF NOT EXISTS flowgate${onCluster}` });
+    await client.command({ query: `CREATE DATABASE IF NOT EXISTS flowgate${onClusterClause(cluster)}` });
     await client.command({ query: cluster === undefined ? MIGRATIONS_TABLE : clusterMigrationsTable(cluster) });
     const applied = await appliedVersions(client);
     for (const m of migrations) {
@@ -219,12 +218,38 @@ export async function migrate(
       });
       done.push(m.version);
     }
-    await syncTtls(client, vars, cluster);
-    await syncMergeSettings(client, cluster);
+    const tables = await schemaTables(client, cluster);
+    await syncTtls(client, vars, cluster, tables);
+    await syncMergeSettings(client, cluster, tables);
     return done;
   } catch (err) {
     throw toStoreError(err);
   }
+}
+
+/** `ON CLUSTER '<name>'` for DDL on a cluster; nothing on a single node. */
+function onClusterClause(cluster: string | undefined): string {
+  return cluster === undefined ? '' : ` ON CLUSTER '${cluster}'`;
+}
+
+/** A table of the flowgate database as system.tables shows it. */
+export interface SchemaTable {
+  name: string;
+  engine_full: string;
+  /** The single-node table it holds: its name, or on a cluster a <table>_local's table (none for the others). */
+  base?: string;
+}
+
+/** flowgate's tables, each with the single-node table it holds (what syncTtls and syncMergeSettings go by). */
+export async function schemaTables(client: ClickHouseClient, cluster?: string): Promise<SchemaTable[]> {
+  const rs = await client.query({
+    query: "SELECT name, engine_full FROM system.tables WHERE database = 'flowgate'",
+    format: 'JSONEachRow',
+  });
+  return (await rs.json<{ name: string; engine_full: string }>()).map((t) => ({
+    ...t,
+    base: cluster === undefined ? t.name : /^(.+)_local$/.exec(t.name)?.[1],
+  }));
 }
 
 /** TTL clause of a table as ClickHouse shows it in engine_full: `TTL <expr> + toIntervalDay(<n>)`. */
@@ -241,22 +266,17 @@ export async function syncTtls(
   client: ClickHouseClient,
   vars: Record<string, number | string>,
   cluster?: string,
+  tables?: SchemaTable[],
 ): Promise<string[]> {
-  const rs = await client.query({
-    query: "SELECT name, engine_full FROM system.tables WHERE database = 'flowgate'",
-    format: 'JSONEachRow',
-  });
-  const tables = await rs.json<{ name: string; engine_full: string }>();
   const changed: string[] = [];
-  for (const t of tables) {
-    const key = TTL_KEYS[cluster === undefined ? t.name : t.name.replace(/_local$/, '')];
+  for (const t of tables ?? (await schemaTables(client, cluster))) {
+    const key = t.base === undefined ? undefined : TTL_KEYS[t.base];
     const m = TTL_CLAUSE.exec(t.engine_full);
     if (!key || !m) continue;
     const want = Number(vars[key]);
     if (Number(m[2]) === want) continue;
-    const onCluster = cluster === undefined ? '' : ` ON CLUSTER '${cluster}'`;
     await client.command({
-      query: `ALTER TABLE flowgate.${t.name}${onCluster} MODIFY TTL ${m[1]} + toIntervalDay(${want})`,
+      query: `ALTER TABLE flowgate.${t.name}${onClusterClause(cluster)} MODIFY TTL ${m[1]} + toIntervalDay(${want})`,
     });
     changed.push(t.name);
   }
@@ -284,31 +304,28 @@ const MERGE_TUNED_TABLES = new Set(['flows', 'flows_1m', 'talkers_1h']);
  * failing the start: it is a cost, not a meaning. On a cluster the settings
  * go to the <table>_local tables, ON CLUSTER. Returns what was changed.
  */
-export async function syncMergeSettings(client: ClickHouseClient, cluster?: string): Promise<string[]> {
+export async function syncMergeSettings(
+  client: ClickHouseClient,
+  cluster?: string,
+  tables?: SchemaTable[],
+): Promise<string[]> {
   const names = Object.keys(MERGE_SETTINGS);
-  if (names.length === 0) return [];
   const known = await client.query({
     query: `SELECT name FROM system.merge_tree_settings WHERE name IN (${names.map((n) => `'${n}'`).join(', ')})`,
     format: 'JSONEachRow',
   });
   const supported = new Set((await known.json<{ name: string }>()).map((r) => r.name));
   if (supported.size === 0) return [];
-  const rs = await client.query({
-    query: "SELECT name, engine_full FROM system.tables WHERE database = 'flowgate'",
-    format: 'JSONEachRow',
-  });
   const changed: string[] = [];
-  for (const t of await rs.json<{ name: string; engine_full: string }>()) {
-    const base = cluster === undefined ? t.name : t.name.replace(/_local$/, '');
-    if (!MERGE_TUNED_TABLES.has(base) || (cluster !== undefined && base === t.name)) continue;
+  for (const t of tables ?? (await schemaTables(client, cluster))) {
+    if (t.base === undefined || !MERGE_TUNED_TABLES.has(t.base)) continue;
     const missing = names.filter(
       (n) =>
         supported.has(n) && new RegExp(`\\b${n} = ([^,\\s]+)`).exec(t.engine_full)?.[1] !== String(MERGE_SETTINGS[n]),
     );
     if (missing.length === 0) continue;
-    const onCluster = cluster === undefined ? '' : ` ON CLUSTER '${cluster}'`;
     await client.command({
-      query: `ALTER TABLE flowgate.${t.name}${onCluster} MODIFY SETTING ${missing.map((n) => `${n} = ${MERGE_SETTINGS[n]}`).join(', ')}`,
+      query: `ALTER TABLE flowgate.${t.name}${onClusterClause(cluster)} MODIFY SETTING ${missing.map((n) => `${n} = ${MERGE_SETTINGS[n]}`).join(', ')}`,
     });
     changed.push(t.name);
   }
