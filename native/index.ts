@@ -118,6 +118,14 @@ export interface NativeDatapath {
   update(name: string, key: Buffer, value: Buffer): void;
   /** Kernel floor for the drain benchmark: lookup-and-delete every entry into scratch memory. */
   drainBaseline(name: string): Promise<DrainTiming>;
+  /**
+   * Empty the idle flow slot by swapping its map (flows_a for slot 0, flows_b for 1) for a new
+   * empty one of the same shape: flow_slots[slot], the pin and mapInfo() name the new map, the
+   * old one is freed. Rejects EBUSY for the slot the programs write. Until flow_slots holds the
+   * new map a failure changes nothing; after it (only the re-pin is left) the new map is in use
+   * and the next open() fixes the pin.
+   */
+  replaceFlowMap(slot: number): Promise<void>;
 
   attachXdp(ifname: string, mode: XdpMode | 'auto'): AttachResult;
   attachTc(ifname: string, direction: 'egress' | 'ingress'): AttachResult;

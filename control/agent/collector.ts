@@ -4,7 +4,8 @@
  *   flip  → the retired slot gets no more writes (grace period in flip())
  *   read  → every record of the retired slot, not yet deleted
  *   spool → written durably under the batch token (host, instance, epoch)
- *   release → the slot is cleared for its next turn
+ *   release → the slot is emptied for its next turn (entries deleted, or a
+ *             well-filled map swapped for a new empty one: releaseSlot)
  *
  * A crash anywhere in between is recovered by recover(): the idle slot is
  * read again unless its batch is already spooled, and the token makes the
@@ -132,7 +133,8 @@ export class Collector {
       summary.readMs = performance.now() - started - summary.spoolMs;
     }
     const releaseStarted = performance.now();
-    await dp.releaseSlot(slot);
+    // A batch spooled by an earlier run was not read now: releaseSlot goes by the slot's insert counter.
+    const release = await dp.releaseSlot(slot, summary.alreadySpooled ? undefined : summary.flows);
     summary.releaseMs = performance.now() - releaseStarted;
     summary.durationMs = performance.now() - started;
     log.debug(
@@ -144,6 +146,7 @@ export class Collector {
         readMs: Math.round(summary.readMs),
         spoolMs: Math.round(summary.spoolMs),
         releaseMs: Math.round(summary.releaseMs),
+        release,
         token,
       },
       'drained',

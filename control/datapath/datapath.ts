@@ -5,7 +5,9 @@
  *  - flows: programs write flow_slots[config.flow_slot]. drain() flips the
  *    slot, waits a grace period (no program run can still hold the old slot)
  *    and batch-reads the old map, which nothing writes any more: no
- *    increment is lost between the read and the delete.
+ *    increment is lost between the read and the delete. A retired slot is
+ *    emptied by deleting its entries or, when it is well filled, by swapping
+ *    its map for a new empty one (releaseSlot).
  *  - rules: programs read rule tables of slot rule_gen & 1. A change is
  *    written to the idle slot, then one store of rule_gen switches every
  *    packet to it at once. After a grace period the same change is written
@@ -106,6 +108,24 @@ const DST_LPM = ['dst_lpm_0', 'dst_lpm_1'] as const;
 const COMPLEX = ['complex_0', 'complex_1'] as const;
 /** Up to this many LPM upserts are written synchronously (see applyDelta). */
 const SYNC_UPSERTS = 16;
+
+/**
+ * releaseSlot() swaps a retired slot's map for a new empty one (replaceFlowMap)
+ * when it holds at least this share of the map's capacity, and deletes the
+ * entries (lookup-and-delete batch) below it. Process CPU measured on the dev
+ * VM (scratch/release-cost.ts, 524,288-entry map, 3–5 reps): deleting costs
+ * ~0.46 µs a flow (50k flows: 21–26 ms, 200k: 79–97 ms, 500k: 222–252 ms);
+ * replacing costs 25–40 ms however full the map is, nearly all of it the
+ * kernel zeroing the new map's memory, so it grows with capacity instead
+ * (131,072 entries: ~8 ms; 1,048,576: 55–90 ms, some at 250–700 ms, again
+ * zeroing pages), plus ~7 ms in a kernel worker that frees the old map
+ * (system-wide CPU of 20 creates and closes, 524,288 entries). They cross
+ * near 70k flows, 0.13 of capacity; ties go to deleting, which allocates
+ * no second map.
+ */
+export const REPLACE_FLOW_MAP_SHARE = 0.15;
+
+export type SlotRelease = 'deleted' | 'replaced';
 
 function checkCapacity(cfg: DatapathConfig, src: number, dst: number): void {
   for (const [name, count] of [
@@ -282,12 +302,24 @@ export class Datapath {
     });
   }
 
-  /** Empty a retired slot and its insert counters, ready to be flipped to again. */
-  releaseSlot(slot: number): Promise<void> {
+  /**
+   * Empty a retired slot and its insert counters, ready to be flipped to again.
+   * `flows` is how many flows it holds (what reading it counted); without it
+   * the slot's insert counter stands in, which is never fewer. A slot filled
+   * to REPLACE_FLOW_MAP_SHARE or more gets a new empty map, cheaper than
+   * deleting that many entries; anything less is deleted from the map.
+   */
+  releaseSlot(slot: number, flows?: number): Promise<SlotRelease> {
     return this.serial.run(async () => {
-      // The kernel's batch lookup-and-delete into scratch memory: the fastest way to empty a hash map.
-      await this.native.drainBaseline(FLOW_MAPS[slot]!);
+      const map = FLOW_MAPS[slot]!;
+      const held = flows ?? this.slotStats(slot).newFlows;
+      const release: SlotRelease =
+        held >= this.native.mapInfo(map).maxEntries * REPLACE_FLOW_MAP_SHARE ? 'replaced' : 'deleted';
+      if (release === 'replaced') await this.native.replaceFlowMap(slot);
+      // The kernel's batch lookup-and-delete into scratch memory: the fastest way to delete every entry.
+      else await this.native.drainBaseline(map);
       this.resetSlotStats(slot);
+      return release;
     });
   }
 

@@ -7,6 +7,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <mutex>
+
 namespace fg
 {
 
@@ -75,7 +77,13 @@ void Synchronize(const DatapathState &state)
 	uint32_t innerId = 0;
 	int innerFd = flowsA.fd.get();
 	UniqueFd other;
-	/* Should slot 0 ever hold another map, keep that one: synchronize() must not change the data path. */
+	/*
+	 * Slot 0 can hold another map than flowsA: a replace (flow_slots.cc)
+	 * installs its new map before the JS thread sees it. Keep whatever it
+	 * holds, read and rewritten under the lock that replace takes, so
+	 * synchronize() never changes the data path.
+	 */
+	std::lock_guard<std::mutex> hold(*state.slotsLock);
 	if (bpf_map_lookup_elem(slots.fd.get(), &key, &innerId) == 0 && innerId != flowsA.id && innerId != 0) {
 		other.reset(bpf_map_get_fd_by_id(innerId));
 		if (other.valid())

@@ -4,6 +4,7 @@
 #include "attach.h"
 #include "config.h"
 #include "errors.h"
+#include "flow_slots.h"
 #include "maps.h"
 #include "open.h"
 #include "pins.h"
@@ -101,6 +102,7 @@ Napi::Function Datapath::DefineClass(Napi::Env env)
 			InstanceMethod<&Datapath::Lookup>("lookup"),
 			InstanceMethod<&Datapath::Update>("update"),
 			InstanceMethod<&Datapath::DrainBaseline>("drainBaseline"),
+			InstanceMethod<&Datapath::ReplaceFlowMap>("replaceFlowMap"),
 			InstanceMethod<&Datapath::AttachXdp>("attachXdp"),
 			InstanceMethod<&Datapath::AttachTc>("attachTc"),
 			InstanceMethod<&Datapath::Detach>("detach"),
@@ -301,6 +303,24 @@ Napi::Value Datapath::DrainBaseline(const Napi::CallbackInfo &info)
 }
 
 #undef FG_MAP_ARG
+
+Napi::Value Datapath::ReplaceFlowMap(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	return Async(env, [&]() -> Napi::Value {
+		DatapathState &s = State(env);
+		double arg = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+		if (arg != 0 && arg != 1)
+			ThrowTypeError(env, "replaceFlowMap(slot): slot must be 0 or 1");
+		uint32_t slot = static_cast<uint32_t>(arg);
+		/* The worker holds a reference to this object, so `this` outlives it; after close() there is no state to update. */
+		auto installed = [this, slot](UniqueFd fd, uint32_t id) {
+			if (state_)
+				InstallFlowMap(*state_, slot, std::move(fd), id);
+		};
+		return fg::ReplaceFlowMap(env, s, slot, installed, info.This().As<Napi::Object>());
+	});
+}
 
 Napi::Value Datapath::AttachXdp(const Napi::CallbackInfo &info)
 {

@@ -1,7 +1,7 @@
 /*
  * datapath.h — the NativeDatapath JS object (native/index.ts): argument
  * checking and result shaping around the state in state.h. The work itself
- * is in open.cc, config.cc, maps.cc, attach.cc and testrun.cc.
+ * is in open.cc, config.cc, maps.cc, flow_slots.cc, attach.cc and testrun.cc.
  */
 #pragma once
 
@@ -44,6 +44,7 @@ private:
 	Napi::Value Lookup(const Napi::CallbackInfo &info);
 	Napi::Value Update(const Napi::CallbackInfo &info);
 	Napi::Value DrainBaseline(const Napi::CallbackInfo &info);
+	Napi::Value ReplaceFlowMap(const Napi::CallbackInfo &info);
 
 	Napi::Value AttachXdp(const Napi::CallbackInfo &info);
 	Napi::Value AttachTc(const Napi::CallbackInfo &info);

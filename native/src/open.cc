@@ -2,6 +2,7 @@
 
 #include "config.h"
 #include "errors.h"
+#include "flow_slots.h"
 #include "info.h"
 #include "libbpf_log.h"
 #include "pins.h"
@@ -196,6 +197,17 @@ void CreateAndPin(const OpenOptions &opts, const std::string &root)
 	/* The pins hold the maps and programs now; the object is closed and everything is reopened from them. */
 }
 
+void CheckShape(const std::string &root, const MapSpec &spec, const MapRef &m)
+{
+	if (m.type != spec.type || m.keySize != spec.keySize || m.valueSize != spec.valueSize)
+		throw ErrnoError::WithMessage(
+			ESTALE, "pinned map " + JoinPath(root, std::string("maps/") + spec.name) + " has type " +
+					std::to_string(m.type) + ", key " + std::to_string(m.keySize) + " B, value " +
+					std::to_string(m.valueSize) + " B; this flowgate needs type " +
+					std::to_string(spec.type) + ", key " + std::to_string(spec.keySize) +
+					" B, value " + std::to_string(spec.valueSize) + " B: " + StaleHint(root));
+}
+
 std::unique_ptr<DatapathState> Adopt(const std::string &root)
 {
 	auto state = std::make_unique<DatapathState>();
@@ -225,17 +237,16 @@ std::unique_ptr<DatapathState> Adopt(const std::string &root)
 	/* Version first: a different layout explains any shape mismatch below better than the mismatch does. */
 	MapConfig(*state);
 	CheckLayoutVersion(*state);
-	for (const MapSpec &spec : kMapSpecs) {
-		const MapRef &m = state->Map(spec.name);
-		if (m.type != spec.type || m.keySize != spec.keySize || m.valueSize != spec.valueSize)
-			throw ErrnoError::WithMessage(
-				ESTALE, "pinned map " + JoinPath(root, std::string("maps/") + spec.name) +
-						" has type " + std::to_string(m.type) + ", key " +
-						std::to_string(m.keySize) + " B, value " + std::to_string(m.valueSize) +
-						" B; this flowgate needs type " + std::to_string(spec.type) + ", key " +
-						std::to_string(spec.keySize) + " B, value " +
-						std::to_string(spec.valueSize) + " B: " + StaleHint(root));
-	}
+	for (const MapSpec &spec : kMapSpecs)
+		CheckShape(root, spec, state->Map(spec.name));
+	/*
+	 * The flow maps are the ones flow_slots holds, not necessarily the
+	 * pinned ones: a flow map replace may have died before its re-pin.
+	 * Checked again: those may be other maps now.
+	 */
+	AdoptFlowSlots(*state);
+	for (const MapSpec &spec : kMapSpecs)
+		CheckShape(root, spec, state->Map(spec.name));
 	for (int i = 0; i < kHookCount; i++) {
 		std::string path = JoinPath(root, std::string("progs/") + HookName(static_cast<Hook>(i)));
 		int fd = bpf_obj_get(path.c_str());

@@ -4,7 +4,8 @@
  * Create: load datapath/build/flowgate.bpf.o with the maps sized from the
  * options, pin every named map and program, maps/config last. Adopt: when
  * maps/config exists, reopen the pins instead, so a restarted agent takes
- * over running programs and their counters without a gap.
+ * over running programs and their counters without a gap. The flow maps are
+ * taken from flow_slots, and their pins fixed to match (flow_slots.h).
  */
 #pragma once
 

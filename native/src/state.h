@@ -10,6 +10,8 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 
 namespace fg
@@ -49,6 +51,12 @@ struct DatapathState {
 	/* The BPF_F_MMAPABLE config array, shared with the programs. */
 	uint8_t *config = nullptr;
 	size_t configLen = 0;
+	/*
+	 * Held around each syscall update of flow_slots: synchronize() (JS
+	 * thread) reads and rewrites entry 0, and a flow map replace (a worker,
+	 * which keeps its own reference) must not land in between.
+	 */
+	std::shared_ptr<std::mutex> slotsLock = std::make_shared<std::mutex>();
 
 	DatapathState() = default;
 	DatapathState(const DatapathState &) = delete;

@@ -22,6 +22,7 @@ import {
   type NativeDatapath,
   type OpenOptions,
 } from '../../native/index.js';
+import { eventually } from '../lib/eventually.js';
 import { requirePrivileges } from '../lib/privileges.js';
 import { LAYOUT_VERSION } from '../../control/datapath/layout.js';
 
@@ -128,6 +129,37 @@ function udpFrame(): Buffer {
   f.writeUInt16BE(53, 36);
   f.writeUInt16BE(30, 38);
   return f;
+}
+
+interface BpftoolMap {
+  id: number;
+  btf_id?: number;
+}
+
+function bpftoolMap(...args: string[]): BpftoolMap {
+  return JSON.parse(execFileSync('bpftool', ['-j', 'map', ...args], { encoding: 'utf8' })) as BpftoolMap;
+}
+
+/** Resolves once no map has this id any more (the kernel frees a map after a grace period). */
+function mapFreed(id: number): Promise<true> {
+  return eventually(
+    async () => {
+      try {
+        bpftoolMap('show', 'id', String(id));
+        return undefined;
+      } catch {
+        return true;
+      }
+    },
+    `map ${id} to be freed`,
+    5_000,
+  );
+}
+
+/** Packets of the one flow dumpAll found (there must be exactly one). */
+function onlyFlowPackets(dump: Buffer): bigint {
+  assert.equal(dump.length, KEY.size + VALUE.size, 'exactly one flow');
+  return dump.readBigUInt64LE(KEY.size + VALUE.fields.packets!.offset);
 }
 
 describe('layout and constants (no root needed)', () => {
@@ -490,6 +522,145 @@ describe('datapath (root)', () => {
       'a frame shorter than Ethernet is refused',
     );
     assert.throws(() => dp!.testRun('bogus' as 'xdp', frame), TypeError);
+  });
+
+  rootTest(
+    'replaceFlowMap: the idle slot gets a new empty map, pinned, counted into; the old one is freed',
+    async () => {
+      const slotOff = L.fg_config!.fields.flow_slot!.offset;
+      const active = dp!.readConfig().readUInt32LE(slotOff) & 1;
+      const idle = active ^ 1;
+      const name = idle ? 'flows_b' : 'flows_a';
+      const other = idle ? 'flows_a' : 'flows_b';
+      const pin = path.join(bpffs, 'maps', name);
+      const big = flowBatch(20000);
+      await dp!.updateBatch(name, big.keys, big.values);
+      const old = dp!.mapInfo(name);
+      const oldPinned = bpftoolMap('show', 'pinned', pin);
+      assert.equal(oldPinned.id, old.id);
+      assert.ok((oldPinned.btf_id ?? 0) > 0, 'libbpf created the flow maps with BTF');
+
+      await dp!.replaceFlowMap(idle);
+      const now = dp!.mapInfo(name);
+      assert.notEqual(now.id, old.id);
+      assert.deepEqual({ ...now, id: 0 }, { ...old, id: 0 }, 'same type, sizes and max_entries');
+      const pinned = bpftoolMap('show', 'pinned', pin);
+      assert.equal(pinned.id, now.id, 'the pin names the new map');
+      assert.equal(pinned.btf_id, oldPinned.btf_id, 'with the old map’s BTF');
+      assert.deepEqual(
+        pins('maps').filter((n) => n.endsWith('_new')),
+        [],
+        'no temporary pin left',
+      );
+      assert.equal((await dp!.dumpAll(name)).length, 0, 'the 20,000 flows are gone with the old map');
+      await mapFreed(old.id);
+
+      // Programs count into the new map once its slot is the active one, and only there.
+      const otherBefore = records(await dp!.dumpAll(other), KEY.size + VALUE.size);
+      dp!.writeConfigU32(slotOff, idle);
+      dp!.synchronize();
+      try {
+        dp!.testRun('xdp', udpFrame(), { repeat: 7 });
+        assert.equal(onlyFlowPackets(await dp!.dumpAll(name)), 7n);
+        assert.deepEqual(records(await dp!.dumpAll(other), KEY.size + VALUE.size), otherBefore);
+      } finally {
+        dp!.writeConfigU32(slotOff, active);
+        dp!.synchronize();
+      }
+
+      // A restarted agent adopts the new map.
+      const again = native.open(opts);
+      try {
+        assert.equal(again.mapInfo(name).id, now.id);
+        assert.equal(onlyFlowPackets(await again.dumpAll(name)), 7n);
+      } finally {
+        again.close();
+      }
+
+      // The slot the programs write is refused; a slot that is neither 0 nor 1 is a TypeError.
+      const activeId = dp!.mapInfo(other).id;
+      await assert.rejects(dp!.replaceFlowMap(active), (e: NodeJS.ErrnoException) => e.code === 'EBUSY');
+      assert.equal(dp!.mapInfo(other).id, activeId);
+      await assert.rejects(dp!.replaceFlowMap(2), TypeError);
+      await dp!.clear(name);
+    },
+  );
+
+  rootTest('adoption follows flow_slots when a replace died before its re-pin', async () => {
+    const slotOff = L.fg_config!.fields.flow_slot!.offset;
+    const active = dp!.readConfig().readUInt32LE(slotOff) & 1;
+    const idle = active ^ 1;
+    const name = idle ? 'flows_b' : 'flows_a';
+    const other = idle ? 'flows_a' : 'flows_b';
+    const pin = path.join(bpffs, 'maps', name);
+    const old = dp!.mapInfo(name);
+    const createMap = (at: string): number => {
+      execFileSync('bpftool', [
+        'map',
+        'create',
+        at,
+        'type',
+        'lru_hash',
+        'key',
+        String(KEY.size),
+        'value',
+        String(VALUE.size),
+        'entries',
+        String(old.maxEntries),
+        'name',
+        name,
+      ]);
+      return bpftoolMap('show', 'pinned', at).id;
+    };
+    // The idle slot's replace died after the flow_slots update: the new map is in flow_slots and under
+    // the temporary pin, the real pin still names the old map.
+    const fresh = createMap(`${pin}_new`);
+    execFileSync('bpftool', [
+      'map',
+      'update',
+      'pinned',
+      path.join(bpffs, 'maps', 'flow_slots'),
+      'key',
+      String(idle),
+      '0',
+      '0',
+      '0',
+      'value',
+      'pinned',
+      `${pin}_new`,
+    ]);
+    assert.equal(bpftoolMap('show', 'pinned', pin).id, old.id);
+    // The active slot's replace died before it: a temporary pin of a map nothing uses.
+    const otherPin = path.join(bpffs, 'maps', other);
+    const orphan = createMap(`${otherPin}_new`);
+
+    const again = native.open(opts);
+    dp!.close();
+    dp = again;
+    assert.equal(dp.adopted, true);
+    assert.equal(dp.mapInfo(name).id, fresh, 'the map flow_slots holds, not the pinned one');
+    assert.equal(bpftoolMap('show', 'pinned', pin).id, fresh, 're-pinned');
+    assert.equal(dp.mapInfo(other).id, bpftoolMap('show', 'pinned', otherPin).id);
+    assert.notEqual(dp.mapInfo(other).id, orphan);
+    assert.deepEqual(
+      pins('maps').filter((n) => n.endsWith('_new')),
+      [],
+      'temporary pins removed',
+    );
+    await mapFreed(old.id);
+    await mapFreed(orphan);
+
+    // The programs count into the adopted map when its slot is active.
+    dp.writeConfigU32(slotOff, idle);
+    dp.synchronize();
+    try {
+      dp.testRun('xdp', udpFrame(), { repeat: 3 });
+      assert.equal(onlyFlowPackets(await dp.dumpAll(name)), 3n);
+    } finally {
+      dp.writeConfigU32(slotOff, active);
+      dp.synchronize();
+    }
+    await dp.clear(name);
   });
 
   rootTest('loadProgram: a separate object, no pins', () => {

@@ -5,7 +5,7 @@
  *
  * Run as root: node --import tsx --test test/native/collector.test.ts
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -15,12 +15,25 @@ import { CHUNK_RECORDS, Collector, type DrainSummary } from '../../control/agent
 import { MonotonicClock } from '../../control/agent/clock.js';
 import { Spool } from '../../control/agent/spool.js';
 import { readBatch } from '../lib/spool.js';
-import { FLOW_KEY, FLOW_RECORD_SIZE, encodeFlowKey, encodeFlowValue } from '../../control/datapath/layout.js';
-import type { Datapath } from '../../control/datapath/datapath.js';
+import {
+  FLOW_KEY,
+  FLOW_RECORD_SIZE,
+  decodeFlowRecords,
+  decodeSlotStats,
+  encodeFlowKey,
+  encodeFlowValue,
+  u32Key,
+} from '../../control/datapath/layout.js';
+import { REPLACE_FLOW_MAP_SHARE, type Datapath } from '../../control/datapath/datapath.js';
 import { createLogger } from '../../control/log.js';
+import { buildFrame } from '../lib/frames.js';
 
-const FLOWS = 2 * CHUNK_RECORDS + 12_345; // three chunks, the last one partial
 const MAX_FLOWS = 131_072;
+/** Three chunks, the last one partial, either side of the share at which a release replaces the map. */
+const RELEASES = [
+  { flows: 2 * CHUNK_RECORDS + 12_345, release: 'replaced' },
+  { flows: 2 * CHUNK_RECORDS + 1_234, release: 'deleted' },
+] as const;
 
 /** n distinct flows as packed records, and as the keys/values updateBatch takes. */
 function flows(n: number, from = 0): { records: Buffer; keys: Buffer; values: Buffer } {
@@ -81,67 +94,145 @@ function recordSet(buf: Buffer): string[] {
 
 const activeMap = (dp: Datapath): string => ((dp.config().flowSlot & 1) === 0 ? 'flows_a' : 'flows_b');
 
-test('a drain of more flows than a chunk spools every flow exactly once, and empties the slot', async (t) => {
-  await withTestDatapath(
-    t,
-    async ({ dp }) => {
-      const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-collector-'));
-      t.after(() => rmSync(dir, { recursive: true, force: true }));
-      const spool = new Spool(dir, 1 << 30);
-      const log = createLogger('test');
-      log.level = 'warn';
-      const drained: DrainSummary[] = [];
-      const collector = new Collector({
-        dp,
-        spool,
-        clock: new MonotonicClock(),
-        host: 'test-host',
-        ifaceNames: () => ({ 3: 'eth3' }),
-        log,
-        onDrain: (s) => drained.push(s),
-      });
-      const want = flows(FLOWS);
-      const map = activeMap(dp);
-      await dp.native.updateBatch(map, want.keys, want.values);
+function testCollector(dp: Datapath, spool: Spool, onDrain: (s: DrainSummary) => void = () => undefined): Collector {
+  const log = createLogger('test');
+  log.level = 'warn';
+  return new Collector({
+    dp,
+    spool,
+    clock: new MonotonicClock(),
+    host: 'test-host',
+    ifaceNames: () => ({ 3: 'eth3' }),
+    log,
+    onDrain,
+  });
+}
 
-      const summary = await collector.drain('interval');
-      assert.equal(summary.flows, FLOWS);
-      assert.equal(summary.evicted, 0);
-      assert.equal((await dp.native.dumpAll(map)).length, 0, 'the drained slot is released (empty)');
+function tempSpool(t: TestContext): { dir: string; spool: Spool } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-collector-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return { dir, spool: new Spool(dir, 1 << 30) };
+}
 
-      const [info, ...more] = spool.list();
-      assert.equal(more.length, 0);
-      assert.equal(info!.token, summary.token);
-      assert.equal(info!.rows, FLOWS);
-      const batch = readBatch(spool, info!);
-      assert.equal(batch.flows, FLOWS);
-      assert.deepEqual(batch.meta.ifaces, { 3: 'eth3' });
-      assert.equal(batch.records.length, FLOWS * FLOW_RECORD_SIZE);
-      assert.deepEqual(recordSet(batch.records), recordSet(want.records));
+/** A UDP frame of its own flow (source port 1000 + i). */
+const udpFrame = (i: number): Buffer =>
+  buildFrame({ ipv4: { src: '10.9.0.1', dst: '10.9.0.2' }, udp: { sport: 1000 + i, dport: 53 }, payload: 10 });
 
-      // The same batch a slice at a time (what the shipper reads), through a reused buffer.
-      const reader = spool.open(info!);
-      try {
-        const parts: Buffer[] = [];
-        for (const slice of reader.slices(Buffer.alloc(1000 * FLOW_RECORD_SIZE))) parts.push(Buffer.from(slice));
-        assert.ok(Buffer.concat(parts).equals(batch.records));
-      } finally {
-        reader.close();
-      }
+for (const { flows: FLOWS, release } of RELEASES) {
+  test(`a drain of more flows than a chunk spools every flow exactly once, and empties the slot (${release})`, async (t) => {
+    await withTestDatapath(
+      t,
+      async ({ dp }) => {
+        assert.equal(FLOWS >= MAX_FLOWS * REPLACE_FLOW_MAP_SHARE, release === 'replaced', 'the release path tested');
+        const { dir, spool } = tempSpool(t);
+        const drained: DrainSummary[] = [];
+        const collector = testCollector(dp, spool, (s) => drained.push(s));
+        const want = flows(FLOWS);
+        const map = activeMap(dp);
+        const mapId = dp.native.mapInfo(map).id;
+        await dp.native.updateBatch(map, want.keys, want.values);
 
-      // A drain of nothing writes no batch at all, and leaves no temp file behind.
-      const empty = await collector.drain('interval');
-      assert.equal(empty.flows, 0);
-      assert.equal(spool.list().length, 1);
-      assert.deepEqual(
-        readdirSync(dir).filter((f) => f.endsWith('.tmp')),
-        [],
-      );
-      assert.equal(drained.length, 2);
-    },
-    { maxFlows: MAX_FLOWS },
-  );
-});
+        const summary = await collector.drain('interval');
+        assert.equal(summary.flows, FLOWS);
+        assert.equal(summary.evicted, 0);
+        assert.equal((await dp.native.dumpAll(map)).length, 0, 'the drained slot is released (empty)');
+        assert.equal(dp.native.mapInfo(map).id !== mapId, release === 'replaced', 'a new map only when replaced');
+
+        const [info, ...more] = spool.list();
+        assert.equal(more.length, 0);
+        assert.equal(info!.token, summary.token);
+        assert.equal(info!.rows, FLOWS);
+        const batch = readBatch(spool, info!);
+        assert.equal(batch.flows, FLOWS);
+        assert.deepEqual(batch.meta.ifaces, { 3: 'eth3' });
+        assert.equal(batch.records.length, FLOWS * FLOW_RECORD_SIZE);
+        assert.deepEqual(recordSet(batch.records), recordSet(want.records));
+
+        // The same batch a slice at a time (what the shipper reads), through a reused buffer.
+        const reader = spool.open(info!);
+        try {
+          const parts: Buffer[] = [];
+          for (const slice of reader.slices(Buffer.alloc(1000 * FLOW_RECORD_SIZE))) parts.push(Buffer.from(slice));
+          assert.ok(Buffer.concat(parts).equals(batch.records));
+        } finally {
+          reader.close();
+        }
+
+        // A drain of nothing writes no batch at all, and leaves no temp file behind.
+        const empty = await collector.drain('interval');
+        assert.equal(empty.flows, 0);
+        assert.equal(spool.list().length, 1);
+        assert.deepEqual(
+          readdirSync(dir).filter((f) => f.endsWith('.tmp')),
+          [],
+        );
+
+        // The programs now write the released slot: they count into its (new or emptied) map, exactly.
+        assert.equal(activeMap(dp), map);
+        for (let i = 0; i < 3; i++) dp.testRun('xdp', udpFrame(i), { repeat: i + 2 });
+        const counted = await collector.drain('interval');
+        assert.equal(counted.flows, 3);
+        const last = spool.list().find((b) => b.token === counted.token)!;
+        const packets = [...decodeFlowRecords(readBatch(spool, last).records)].map((f) => [f.srcPort, f.packets]);
+        assert.deepEqual(
+          packets.sort((a, b) => a[0]! - b[0]!),
+          [
+            [1000, 2],
+            [1001, 3],
+            [1002, 4],
+          ],
+        );
+        assert.equal(drained.length, 3);
+      },
+      { maxFlows: MAX_FLOWS },
+    );
+  });
+}
+
+/*
+ * An agent that died after spooling a batch but before releasing its slot:
+ * recover() finds the batch spooled, does not read the slot again, and
+ * releases it by its insert counter (nothing read says how full it is).
+ */
+for (const { share, release } of [
+  { share: REPLACE_FLOW_MAP_SHARE + 0.05, release: 'replaced' },
+  { share: REPLACE_FLOW_MAP_SHARE - 0.05, release: 'deleted' },
+] as const) {
+  test(`recovery releases a slot whose batch is already spooled (${release})`, async (t) => {
+    const maxFlows = 8192;
+    await withTestDatapath(
+      t,
+      async ({ dp }) => {
+        const { spool } = tempSpool(t);
+        const n = Math.round(maxFlows * share);
+        // Flows the programs inserted (so the slot's insert counter has them), one frame each.
+        for (let i = 0; i < n; i++) dp.testRun('xdp', udpFrame(i));
+        const map = activeMap(dp);
+        const mapId = dp.native.mapInfo(map).id;
+        const insertCounter = (): number =>
+          decodeSlotStats(dp.native.lookup('slot_stats', u32Key(map === 'flows_a' ? 0 : 1))!).newFlows;
+        assert.equal(insertCounter(), n);
+
+        const crashing = testCollector(dp, spool);
+        const releaseSlot = dp.releaseSlot.bind(dp);
+        dp.releaseSlot = () => Promise.reject(new Error('killed before the release'));
+        await assert.rejects(crashing.drain('interval'), /killed before the release/);
+        dp.releaseSlot = releaseSlot;
+        assert.equal(spool.list().length, 1);
+        assert.equal(spool.list()[0]!.rows, n);
+        assert.equal(recordSet(await dp.native.dumpAll(map)).length, n, 'the slot is not released');
+
+        const summary = await testCollector(dp, spool).recover();
+        assert.equal(summary.alreadySpooled, true);
+        assert.equal(spool.list().length, 1, 'spooled once');
+        assert.equal((await dp.native.dumpAll(map)).length, 0, 'released');
+        assert.equal(dp.native.mapInfo(map).id !== mapId, release === 'replaced', 'a new map only when replaced');
+        assert.equal(insertCounter(), 0, 'its insert counter reset');
+      },
+      { maxFlows },
+    );
+  });
+}
 
 test('readSlotChunks reads a slot exactly even through a buffer smaller than a hash bucket', async (t) => {
   await withTestDatapath(
