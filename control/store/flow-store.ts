@@ -21,6 +21,7 @@ import {
   StoreError,
   type EncodedRows,
   type FlowRecordBatch,
+  FLOW_GROUP_MAX_ROWS,
   type FlowStore,
   type IfaceCounterRow,
   type QueryLimits,
@@ -48,8 +49,9 @@ function literal(s: string): string {
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
-function settingsClause(settings: Record<string, string | number>): string {
+function settingsClause(settings: Record<string, string | number | undefined>): string {
   return Object.entries(settings)
+    .filter((e): e is [string, string | number] => e[1] !== undefined)
     .map(([k, v]) => `${k} = ${typeof v === 'number' ? v : literal(v)}`)
     .join(', ');
 }
@@ -72,21 +74,20 @@ async function writeSlices(file: string, slices: Iterable<Buffer> | AsyncIterabl
 }
 
 /**
- * The RowBinary body of raw records as a byte stream that encodes a slice
- * only when the request takes more (highWaterMark 1: at most one encoded
- * slice waits in the stream besides the one being sent).
+ * The RowBinary body of raw records, batch after batch, a slice at a time:
+ * as a stream with highWaterMark 1, a slice is encoded only when the request
+ * takes more (at most one encoded slice waits besides the one being sent).
  */
-function encodedStream(batch: FlowRecordBatch): Readable {
-  const encoder = new FlowRowEncoder({
-    host: batch.host,
-    ifaceName: (ifindex) => batch.ifaces[ifindex] ?? `if${ifindex}`,
-    monoToEpochNs: (ns) => ns + batch.epochOffsetNs,
-    epochOffsetNs: batch.epochOffsetNs,
-  });
-  async function* encode(): AsyncGenerator<Buffer> {
+async function* encodedSlices(batches: readonly FlowRecordBatch[]): AsyncGenerator<Buffer> {
+  for (const batch of batches) {
+    const encoder = new FlowRowEncoder({
+      host: batch.host,
+      ifaceName: (ifindex) => batch.ifaces[ifindex] ?? `if${ifindex}`,
+      monoToEpochNs: (ns) => ns + batch.epochOffsetNs,
+      epochOffsetNs: batch.epochOffsetNs,
+    });
     for await (const slice of batch.records()) yield encoder.encode(slice);
   }
-  return Readable.from(encode(), { objectMode: false, highWaterMark: 1 });
 }
 
 export class ClickHouseFlowStore implements FlowStore {
@@ -141,13 +142,24 @@ export class ClickHouseFlowStore implements FlowStore {
     return applied;
   }
 
-  async insertFlows(rows: EncodedRows | FlowRecordBatch, token: string): Promise<void> {
-    if (rows.rows === 0) return;
+  async insertFlows(rows: EncodedRows | FlowRecordBatch | readonly FlowRecordBatch[], token: string): Promise<void> {
+    const batches = Array.isArray(rows) ? (rows as readonly FlowRecordBatch[]).filter((b) => b.rows > 0) : undefined;
+    if (batches?.length === 1) return this.insertFlows(batches[0]!, token);
+    const one = rows as EncodedRows | FlowRecordBatch;
+    if (batches ? batches.length === 0 : one.rows === 0) return;
     if (!token) throw new StoreError('insertFlows needs a deduplication token', false);
-    if (rows.format !== 'RowBinary' && rows.format !== 'FlowRecords') {
-      throw new StoreError(`unsupported row format ${String((rows as { format: unknown }).format)}`, false);
+    if (batches) {
+      const total = batches.reduce((n, b) => n + b.rows, 0);
+      if (batches.some((b) => b.format !== 'FlowRecords')) {
+        throw new StoreError('a group insert takes FlowRecords batches only', false);
+      }
+      if (total > FLOW_GROUP_MAX_ROWS) {
+        throw new StoreError(`a group insert takes at most ${FLOW_GROUP_MAX_ROWS} rows, not ${total}`, false);
+      }
+    } else if (one.format !== 'RowBinary' && one.format !== 'FlowRecords') {
+      throw new StoreError(`unsupported row format ${String((one as { format: unknown }).format)}`, false);
     }
-    const columns = (rows.format === 'RowBinary' ? rows.columns : FLOW_COLUMNS).map(identifier).join(', ');
+    const columns = (!batches && one.format === 'RowBinary' ? one.columns : FLOW_COLUMNS).map(identifier).join(', ');
     const settings = {
       insert_deduplicate: 1,
       insert_deduplication_token: token,
@@ -162,14 +174,34 @@ export class ClickHouseFlowStore implements FlowStore {
       // deduplicated by the token, not once it is queued on the node (schema/cluster/).
       ...(this.cluster === undefined ? {} : { insert_distributed_sync: 1 as const }),
     } as const;
+    // A group is one block whatever order its rows come in: squashed up to all its rows,
+    // never cut by bytes, and (parsed, on a server) never cut before them.
+    const oneBlock: {
+      min_insert_block_size_rows?: string;
+      min_insert_block_size_bytes?: string;
+      max_insert_block_size?: string;
+    } =
+      batches === undefined
+        ? {}
+        : {
+            min_insert_block_size_rows: String(FLOW_GROUP_MAX_ROWS),
+            min_insert_block_size_bytes: '0',
+            max_insert_block_size: String(FLOW_GROUP_MAX_ROWS),
+          };
     const scratch = this.clients.scratchDir;
     if (scratch) {
       // chDB: through a file (its connection would turn the body into a string and append it to the statement).
-      const file = path.join(scratch, `flows-${process.pid}-${++this.fileSeq}.bin`);
+      const files: string[] = [];
+      const scratchFile = (): string => {
+        const file = path.join(scratch, `flows-${process.pid}-${++this.fileSeq}.bin`);
+        files.push(file);
+        return file;
+      };
       await this.write(async (w) => {
         try {
-          if (rows.format === 'RowBinary') {
-            await writeFile(file, rows.body);
+          if (!batches && one.format === 'RowBinary') {
+            const file = scratchFile();
+            await writeFile(file, one.body);
             await w.command({
               query:
                 `INSERT INTO flowgate.flows (${columns}) FROM INFILE ${literal(file)} ` +
@@ -179,20 +211,18 @@ export class ClickHouseFlowStore implements FlowStore {
             // The records as they are: the engine reads and converts them (flow-rows.ts), no encoding here.
             // One stream from the file to the table, so a retry forms the same blocks in the same order
             // and the token's per-block deduplication drops every one of them (no slower: measured).
-            // A spooled batch is read where it lies, its header skipped as whole records (one
-            // thread: LIMIT/OFFSET count rows in file order); otherwise through a copy.
-            const { inPlace } = rows;
-            if (!inPlace) await writeSlices(file, rows.records());
-            const source = `file(${literal(inPlace?.path ?? file)}, 'RowBinary', ${literal(FLOW_RECORD_STRUCTURE)})`;
-            const window = inPlace ? ` LIMIT ${rows.rows} OFFSET ${inPlace.skipRecords}` : '';
+            // A group reads its batches one after the other (UNION ALL, one thread) into its one block.
+            const selects: string[] = [];
+            for (const batch of batches ?? [one as FlowRecordBatch])
+              selects.push(await this.recordsSelect(batch, scratchFile));
             await w.command({
               query:
-                `INSERT INTO flowgate.flows (${columns}) ${flowRecordsSelect(source, rows)}${window} ` +
-                `SETTINGS ${settingsClause({ ...settings, max_threads: 1, max_insert_threads: 1 })}`,
+                `INSERT INTO flowgate.flows (${columns}) ${selects.join(' UNION ALL ')} ` +
+                `SETTINGS ${settingsClause({ ...settings, ...oneBlock, max_threads: 1, max_insert_threads: 1 })}`,
             });
           }
         } finally {
-          await rm(file, { force: true });
+          await Promise.all(files.map((f) => rm(f, { force: true })));
         }
       });
       return;
@@ -202,12 +232,33 @@ export class ClickHouseFlowStore implements FlowStore {
     await this.write(async (w) => {
       const result = await w.exec({
         query: `INSERT INTO flowgate.flows (${columns}) FORMAT RowBinary`,
-        values: rows.format === 'RowBinary' ? Readable.from([rows.body]) : encodedStream(rows),
-        clickhouse_settings: settings,
+        values: batches
+          ? Readable.from(encodedSlices(batches), { objectMode: false, highWaterMark: 1 })
+          : one.format === 'RowBinary'
+            ? Readable.from([one.body])
+            : Readable.from(encodedSlices([one]), { objectMode: false, highWaterMark: 1 }),
+        clickhouse_settings: { ...settings, ...oneBlock },
       });
       result.stream.resume(); // nothing to read, but the socket goes back to the pool only once it is drained
       await finished(result.stream);
     });
+  }
+
+  /**
+   * The embedded engine's SELECT of one batch's rows: a spooled batch is read
+   * where it lies, its header skipped as whole records (one thread: LIMIT/OFFSET
+   * count rows in file order); otherwise through a copy in a scratch file.
+   */
+  private async recordsSelect(batch: FlowRecordBatch, scratchFile: () => string): Promise<string> {
+    const { inPlace } = batch;
+    let file = inPlace?.path;
+    if (file === undefined) {
+      file = scratchFile();
+      await writeSlices(file, batch.records());
+    }
+    const source = `file(${literal(file)}, 'RowBinary', ${literal(FLOW_RECORD_STRUCTURE)})`;
+    const window = inPlace ? ` LIMIT ${batch.rows} OFFSET ${inPlace.skipRecords}` : '';
+    return `${flowRecordsSelect(source, batch)}${window}`;
   }
 
   async insertIfaceCounters(rows: readonly IfaceCounterRow[], token?: string): Promise<void> {

@@ -64,6 +64,15 @@ export interface FlowRecordBatch {
   inPlace?: { path: string; skipRecords: number };
 }
 
+/**
+ * Most rows one insert of several batches takes: ClickHouse's own default
+ * insert block (min_insert_block_size_rows, max_insert_block_size). A
+ * group is kept to one block, so its deduplication does not depend on the
+ * order its rows arrive in, and it stays within the memory one block of a
+ * default ClickHouse insert takes (~100 MB of flows uncompressed).
+ */
+export const FLOW_GROUP_MAX_ROWS = 1_048_449;
+
 export interface QueryResult {
   columns: Array<{ name: string; type: string }>;
   rows: unknown[][];
@@ -130,11 +139,18 @@ export interface FlowStore {
   /** Apply schema/ migrations not yet recorded; safe to run twice. Returns the versions applied now. */
   migrate(): Promise<string[]>;
   /**
-   * Insert one drained batch. `token` is unique per batch and stable across
-   * retries and restarts: a retried insert of the same token is dropped by
-   * ClickHouse's insert deduplication, so each row lands exactly once.
+   * Insert one drained batch, or several as one insert (a group: at most
+   * FLOW_GROUP_MAX_ROWS rows, stored as one block). `token` is unique per
+   * insert and stable across retries and restarts: a retried insert of the
+   * same token is dropped by ClickHouse's insert deduplication, so each row
+   * lands exactly once. A retry must carry the same batches in the same
+   * order under the same token (the engine derives a group's deduplication
+   * ids from its token and its sources: measured, a retry with one batch
+   * fewer is stored again), and a batch must never go under another token
+   * than its first attempt's: the shipper records each attempt before it
+   * and keeps its batches until it lands (shipper.ts).
    */
-  insertFlows(rows: EncodedRows | FlowRecordBatch, token: string): Promise<void>;
+  insertFlows(rows: EncodedRows | FlowRecordBatch | readonly FlowRecordBatch[], token: string): Promise<void>;
   /** Read-only SQL (readonly=1 and the limits), for the API and the CLI. */
   query(sql: string, limits: QueryLimits): Promise<QueryResult>;
   /**

@@ -345,4 +345,41 @@ describe('raw drain records over HTTP', () => {
     await assert.rejects(store.insertFlows(broken, 'server:broken'));
     assert.deepEqual((await store.query("SELECT count() FROM flows WHERE host = 'broken-host'", LIMITS)).rows, [[0]]);
   });
+
+  it('sends several batches as one insert, each with its own meta, and a retry of it lands nothing', async () => {
+    const n = 3000;
+    const records = drain(
+      Array.from({ length: n }, (_, i) => flow({ srcAddr: v4(`10.8.${i >> 8}.${i & 255}`), bytes: i })),
+    );
+    const batch = (host: string, offset: bigint): FlowRecordBatch => ({
+      format: 'FlowRecords',
+      rows: n,
+      host,
+      ifaces: { 2: `${host}-if` },
+      epochOffsetNs: offset,
+      records: () => [records],
+    });
+    const group = [batch('group-1', OFFSET), batch('group-2', OFFSET + 60_000_000_000n)];
+    await store.insertFlows(group, 'server:group');
+    await store.insertFlows(group, 'server:group');
+    const rows = await store.query(
+      `SELECT host, any(iface), count(), sum(bytes), toUInt32(max(first_seen) - min(first_seen)) FROM flows
+       WHERE host LIKE 'group-%' GROUP BY host ORDER BY host`,
+      LIMITS,
+    );
+    const bytes = (n * (n - 1)) / 2;
+    const span = (
+      await store.query("SELECT toUInt32(max(first_seen) - min(first_seen)) FROM flows WHERE host = 'group-1'", LIMITS)
+    ).rows[0]![0] as number;
+    assert.deepEqual(rows.rows, [
+      ['group-1', 'group-1-if', n, bytes, span],
+      ['group-2', 'group-2-if', n, bytes, span],
+    ]);
+    const minutes = await store.query(
+      "SELECT toUInt32(min(first_seen)) FROM flows WHERE host LIKE 'group-%' GROUP BY host ORDER BY host",
+      LIMITS,
+    );
+    const [[a], [b]] = minutes.rows as [[number], [number]];
+    assert.equal(b - a, 60); // each batch's own clock offset
+  });
 });

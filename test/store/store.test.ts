@@ -15,10 +15,10 @@ import { FLOW_RECORD_STRUCTURE, encodeFlowRows, flowRecordsSelect } from '../../
 import { ClickHouseFlowStore } from '../../control/store/flow-store.js';
 import { embeddedDataDir } from '../../control/store/client.js';
 import { defaultSchemaDir, migrate } from '../../control/store/migrate.js';
-import { StoreError, type FlowRecordBatch, type QueryLimits } from '../../control/store/types.js';
+import { FLOW_GROUP_MAX_ROWS, StoreError, type FlowRecordBatch, type QueryLimits } from '../../control/store/types.js';
 import { context, drain, flow, sampleV4Flow, v4, v6 } from './records.js';
 import { Spool, batchToken } from '../../control/agent/spool.js';
-import { shipBatch, shipBuffer } from '../../control/agent/shipper.js';
+import { shipBatch, shipBuffer, shipGroup } from '../../control/agent/shipper.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'flowgate-store-test-'));
 const LIMITS: QueryLimits = { maxSeconds: 30, maxRows: 100_000 };
@@ -535,6 +535,87 @@ describe('insertFlows of raw drain records (the embedded engine converts them)',
     assert.equal(copied.length, 4000);
     assert.deepEqual(await all('in-place'), copied);
     assert.deepEqual(await all('in-place-late'), copied);
+  });
+
+  it('several spooled batches go as one insert: one part, each batch its own meta, a retry dropped', async () => {
+    const spool = new Spool(path.join(dir, 'group-spool'), 2 ** 30);
+    const hosts = ['group-a', 'group-b', 'group-c'];
+    const offsets = [OFFSET, OFFSET + 1_000_000_000n, OFFSET + 2_000_000_000n];
+    const records = sample(3000, false);
+    for (const [i, host] of hosts.entries()) {
+      const w = spool.writer(
+        batchToken(host, 1, i),
+        () => ({ host, monoToEpochOffsetNs: offsets[i]!.toString(), ifaces: { 2: `eth-${i}`, 3: names[3] } }),
+        FLOW_RECORD_SIZE,
+      );
+      w.append(records);
+      w.commit();
+    }
+    const infos = spool.list().filter((b) => hosts.some((h) => b.token.startsWith(h)));
+    assert.equal(infos.length, 3);
+    const client = rawClient();
+    const perHost = async (): Promise<unknown[][]> =>
+      (
+        await store.query(
+          `SELECT host, count(), toString(sum(packets)), min(first_seen), groupUniqArrayIf(iface, iface LIKE 'eth-%') FROM flows
+           WHERE host LIKE 'group-%' GROUP BY host ORDER BY host`,
+          LIMITS,
+        )
+      ).rows;
+    try {
+      await client.command({ query: 'SYSTEM STOP MERGES flowgate.flows' });
+      const buf = shipBuffer();
+      assert.equal(await shipGroup(spool, infos, 'test:group', store, buf), 9000);
+      const landed = await perHost();
+      assert.deepEqual(
+        landed.map((r) => [r[0], r[1], r[4]]),
+        hosts.map((h, i) => [h, 3000, [`eth-${i}`]]), // each batch's own interface names
+      );
+      // Each batch's own clock offset: one second apart.
+      const firsts = landed.map((r) => Date.parse(`${String(r[3]).replace(' ', 'T')}Z`));
+      assert.deepEqual([firsts[1]! - firsts[0]!, firsts[2]! - firsts[1]!], [1000, 1000]);
+      // One block: a part per day the rows fall in, not a part per batch.
+      const [[parts, days]] = (
+        await store.query(
+          "SELECT uniqExact(_part), uniqExact(toDate(first_seen)) FROM flows WHERE host LIKE 'group-%'",
+          LIMITS,
+        )
+      ).rows as [[number, number]];
+      assert.equal(parts, days);
+      // A retry of the group (same batches, same order, same token) lands nothing.
+      assert.equal(await shipGroup(spool, infos, 'test:group', store, buf), 9000);
+      assert.deepEqual(await perHost(), landed);
+      const rollup = await store.query(
+        "SELECT sum(flows) FROM flows_1m WHERE host LIKE 'group-%' UNION ALL SELECT sum(flows) FROM talkers_1h WHERE host LIKE 'group-%'",
+        LIMITS,
+      );
+      assert.deepEqual(rollup.rows, [[9000], [9000]]);
+    } finally {
+      await client.command({ query: 'SYSTEM START MERGES flowgate.flows' });
+      await client.close();
+    }
+  });
+
+  it('refuses a group past FLOW_GROUP_MAX_ROWS or of encoded rows, and inserts nothing', async () => {
+    const big = (host: string, rows: number): FlowRecordBatch => ({
+      format: 'FlowRecords',
+      rows,
+      host,
+      ifaces: {},
+      epochOffsetNs: OFFSET,
+      records: () => assert.fail('not read: refused before'),
+    });
+    const half = Math.ceil(FLOW_GROUP_MAX_ROWS / 2) + 1;
+    await assert.rejects(
+      store.insertFlows([big('too-big', half), big('too-big', half)], 'test:too-big'),
+      (e: unknown) => e instanceof StoreError && !e.retryable && /at most 1048449 rows, not 1048452/.test(e.message),
+    );
+    const encoded = encodeFlowRows(sample(2, false), { ...context(OFFSET, names), host: 'too-big' });
+    await assert.rejects(
+      store.insertFlows([big('too-big', 1), encoded as unknown as FlowRecordBatch], 'test:mixed'),
+      (e: unknown) => e instanceof StoreError && /FlowRecords batches only/.test(e.message),
+    );
+    assert.deepEqual((await store.query("SELECT count() FROM flows WHERE host = 'too-big'", LIMITS)).rows, [[0]]);
   });
 
   it('refuses records that do not add up to whole rows, and inserts nothing', async () => {
