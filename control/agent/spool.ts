@@ -11,7 +11,10 @@
  *
  * Bounded: past maxBytes the oldest batches are dropped, loudly, and
  * counted — the kernel maps must keep draining or the LRU would drop newer
- * flows instead.
+ * flows instead. The batches of the insert in flight are kept (hard links
+ * in shipping/, with the insert's record in ship.intent): a retry must
+ * carry exactly them, so the spool may exceed its bound by that one insert
+ * (at most FLOW_GROUP_MAX_ROWS rows, or one bigger batch).
  *
  * A batch goes in and out in pieces (SpoolWriter, BatchReader): a drain
  * appends chunk after chunk as it reads the kernel map, the shipper reads a
@@ -26,9 +29,11 @@ import {
   closeSync,
   fstatSync,
   fsyncSync,
+  linkSync,
   mkdirSync,
   openSync,
   readdirSync,
+  readFileSync,
   readSync,
   renameSync,
   statSync,
@@ -38,6 +43,10 @@ import {
 import path from 'node:path';
 
 const SUFFIX = '.batch';
+const INTENT = 'ship.intent';
+const LANDED = 'landed.json';
+/** Landed tokens remembered: a drain's batch needs it only until its slot is cleared, a moment later. */
+const LANDED_KEPT = 256;
 const MAGIC = 'flowgate-spool-v1';
 /** Room reserved in a header for the digits of its row count. */
 const ROWS_ROOM = 16;
@@ -56,6 +65,17 @@ export interface BatchInfo {
   file: string;
   bytes: number;
   rows: number;
+}
+
+/**
+ * The insert the shipper is attempting: its token and the batches it
+ * carries. Recorded before the attempt and cleared after its batches are
+ * removed, so a batch is only ever retried under the token it was first
+ * sent with, even across a crash (shipper.ts).
+ */
+export interface ShipIntent {
+  token: string;
+  batches: string[];
 }
 
 export interface DroppedBatch {
@@ -201,6 +221,20 @@ function fileName(token: string): string {
   return `${token.replace(/[^A-Za-z0-9._-]/g, '_')}${SUFFIX}`;
 }
 
+/** Replace a small file whole, durably: temp file, fsync, rename, fsync of the directory. */
+function writeDurably(file: string, body: Buffer, dir: string): void {
+  const fd = openSync(`${file}.tmp`, 'w', 0o600);
+  try {
+    let off = 0;
+    while (off < body.length) off += writeSync(fd, body, off, body.length - off, off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(`${file}.tmp`, file);
+  fsyncDir(dir);
+}
+
 function fsyncDir(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
@@ -246,12 +280,30 @@ export class Spool {
     return removed;
   }
 
+  /** A batch of this token is spooled, or was spooled and has landed lately (so it is not drained twice). */
   has(token: string): boolean {
     try {
       statSync(path.join(this.dir, fileName(token)));
       return true;
     } catch {
-      return false;
+      return this.landed().includes(token);
+    }
+  }
+
+  /**
+   * The tokens of the batches that landed last, newest last. A drain that
+   * died after its batch was spooled but before its slot was cleared reads
+   * the slot again unless the batch is spooled (Collector.recover); once the
+   * shipper has landed and removed it, this list is what says so. Without
+   * it the batch would be spooled again under its token, and could go in
+   * another group than the first time, under another token: twice stored.
+   */
+  landed(): string[] {
+    try {
+      const list = JSON.parse(readFileSync(path.join(this.dir, LANDED), 'utf8')) as unknown;
+      return Array.isArray(list) ? list.filter((t): t is string => typeof t === 'string') : [];
+    } catch {
+      return [];
     }
   }
 
@@ -311,6 +363,118 @@ export class Spool {
     } catch (err) {
       closeSync(fd);
       throw err;
+    }
+  }
+
+  /** The insert an earlier attempt recorded (shipper.ts), if one is still open. */
+  readIntent(): ShipIntent | undefined {
+    const file = path.join(this.dir, INTENT);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    const intent = JSON.parse(text) as Partial<ShipIntent> & { magic?: string };
+    if (
+      intent.magic !== MAGIC ||
+      typeof intent.token !== 'string' ||
+      !Array.isArray(intent.batches) ||
+      !intent.batches.every((t) => typeof t === 'string')
+    ) {
+      throw new Error(`${file} is not a flowgate ship intent`);
+    }
+    return { token: intent.token, batches: intent.batches };
+  }
+
+  /** Record an insert durably before it is attempted. */
+  writeIntent(intent: ShipIntent): ShipIntent {
+    const body = Buffer.from(JSON.stringify({ magic: MAGIC, token: intent.token, batches: intent.batches }));
+    writeDurably(path.join(this.dir, INTENT), body, this.dir);
+    return intent;
+  }
+
+  /**
+   * Take batches for an insert: a hard link to each in the spool's
+   * shipping/ directory, out of reach of the bound (enforceLimit drops the
+   * spool's own names only), so the insert can be retried with exactly the
+   * same batches until it lands, even after a crash. Returns the batches
+   * taken (one the bound dropped meanwhile is not), read from their links.
+   */
+  claim(infos: readonly BatchInfo[]): BatchInfo[] {
+    mkdirSync(this.shippingDir, { recursive: true, mode: 0o700 });
+    const taken: BatchInfo[] = [];
+    for (const info of infos) {
+      const link = path.join(this.shippingDir, path.basename(info.file));
+      try {
+        linkSync(info.file, link);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') continue; // dropped by the bound just now
+        if (code !== 'EEXIST') throw err;
+      }
+      taken.push({ ...info, file: link });
+    }
+    fsyncDir(this.shippingDir);
+    return taken;
+  }
+
+  /** The taken batches of these tokens (an intent's), as claim() returned them; a missing one is left out. */
+  claimed(tokens: readonly string[]): BatchInfo[] {
+    const out: BatchInfo[] = [];
+    for (const token of tokens) {
+      const file = path.join(this.shippingDir, fileName(token));
+      let bytes: number;
+      try {
+        bytes = statSync(file).size;
+      } catch {
+        continue;
+      }
+      out.push({ token, file, bytes, rows: this.readHeader(file).rows });
+    }
+    return out;
+  }
+
+  /**
+   * The insert landed, or was never attempted: drop the batches taken for it.
+   * Once landed, their tokens are recorded (landed()) and their spool names removed.
+   */
+  release(tokens: readonly string[], landed: boolean): void {
+    if (landed && tokens.length > 0) {
+      const list = [...this.landed().filter((t) => !tokens.includes(t)), ...tokens].slice(-LANDED_KEPT);
+      writeDurably(path.join(this.dir, LANDED), Buffer.from(JSON.stringify(list)), this.dir);
+      for (const token of tokens) this.remove({ token, file: this.fileOf(token), bytes: 0, rows: 0 });
+    }
+    let names: string[];
+    try {
+      names = readdirSync(this.shippingDir);
+    } catch {
+      return;
+    }
+    for (const name of names) unlinkSync(path.join(this.shippingDir, name));
+  }
+
+  private get shippingDir(): string {
+    return path.join(this.dir, 'shipping');
+  }
+
+  /** Move an unreadable intent out of the way (kept beside the spool for a post-mortem). */
+  setIntentAside(): void {
+    const file = path.join(this.dir, INTENT);
+    try {
+      renameSync(file, `${file}.damaged-${Date.now()}`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+
+  /** The recorded insert is done: its batches are removed. */
+  clearIntent(): void {
+    try {
+      unlinkSync(path.join(this.dir, INTENT));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
   }
 
