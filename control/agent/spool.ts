@@ -244,6 +244,16 @@ function fsyncDir(dir: string): void {
   }
 }
 
+/** An fd to read `file`, or undefined when it is gone. */
+function openIfExists(file: string): number | undefined {
+  try {
+    return openSync(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
 /** One header buffer for every read of a header line (the agent reads them all at every drain). */
 const headerScratch = Buffer.allocUnsafe(64 * 1024);
 
@@ -323,9 +333,15 @@ export class Spool {
     for (const name of readdirSync(this.dir)) {
       const file = path.join(this.dir, name);
       if (!name.endsWith(SUFFIX)) continue;
-      const st = statSync(file);
-      const header = this.readHeader(file);
-      out.push({ token: header.token, file, bytes: st.size, rows: header.rows });
+      // The agent and the ship process share the spool: a batch may go between readdir and here.
+      const fd = openIfExists(file);
+      if (fd === undefined) continue;
+      try {
+        const header = readHeaderLine(fd, file).header;
+        out.push({ token: header.token, file, bytes: fstatSync(fd).size, rows: header.rows });
+      } finally {
+        closeSync(fd);
+      }
     }
     return out.sort((a, b) => (a.token < b.token ? -1 : a.token > b.token ? 1 : 0));
   }

@@ -6,7 +6,16 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Spool, batchToken, type BatchMeta } from '../../control/agent/spool.js';
@@ -185,6 +194,19 @@ describe('spool', () => {
       assert.throws(() => bad.append(Buffer.alloc(RECORD + 1)), /whole number of records/);
       bad.abort();
       assert.deepEqual(readdirSync(dir), []);
+    });
+  });
+
+  it('lists past a batch that goes while it lists (the other process removed it)', () => {
+    withSpool((spool, dir) => {
+      writeBatch(spool, { token: batchToken('h', 1, 1), flows: 2, meta, records: records(2) });
+      // Named like a batch, gone by the time it is opened: what a removal between readdir and open looks like.
+      symlinkSync(path.join(dir, 'gone'), path.join(dir, 'h_00000001_0000000002.batch'));
+      assert.deepEqual(
+        spool.list().map((b) => b.token),
+        [batchToken('h', 1, 1)],
+      );
+      assert.deepEqual(spool.totals().batches, 1);
     });
   });
 
