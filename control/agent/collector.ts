@@ -64,6 +64,8 @@ export class Collector {
   private readonly instance: number;
   /** The one read buffer of every drain (allocated at the first). */
   private chunk?: Buffer;
+  /** The last drain flipped its slot but failed before releasing it. */
+  private unfinished = false;
 
   constructor(private readonly deps: CollectorDeps) {
     this.instance = deps.dp.instance();
@@ -79,8 +81,18 @@ export class Collector {
 
   drain(trigger: DrainTrigger): Promise<DrainSummary> {
     return this.serial.run(async () => {
+      // A drain that failed after its flip left its slot unreleased, maybe spooled: finish it first,
+      // or this flip would hand its flows back to the programs, to be drained again under a new epoch.
+      if (this.unfinished) {
+        const idle = this.deps.dp.idleSlot();
+        await this.collect(idle.slot, idle.epoch, 'recovery');
+        this.unfinished = false;
+      }
       const { slot, epoch } = await this.deps.dp.flip();
-      return this.collect(slot, epoch, trigger);
+      this.unfinished = true;
+      const summary = await this.collect(slot, epoch, trigger);
+      this.unfinished = false;
+      return summary;
     });
   }
 

@@ -234,6 +234,33 @@ for (const { share, release } of [
   });
 }
 
+test('a drain that failed after spooling is finished by the next one: no flow spooled twice', async (t) => {
+  await withTestDatapath(
+    t,
+    async ({ dp }) => {
+      const { spool } = tempSpool(t);
+      const collector = testCollector(dp, spool);
+      for (let i = 0; i < 5; i++) dp.testRun('xdp', udpFrame(i));
+      // The spool bound fails right after the batch is written: the slot is not released.
+      const releaseSlot = dp.releaseSlot.bind(dp);
+      dp.releaseSlot = () => Promise.reject(new Error('release failed'));
+      await assert.rejects(collector.drain('interval'), /release failed/);
+      dp.releaseSlot = releaseSlot;
+      for (let i = 5; i < 7; i++) dp.testRun('xdp', udpFrame(i));
+      const next = await collector.drain('interval');
+      assert.equal(next.flows, 2, 'the next drain has the new flows only');
+      const last = await collector.drain('interval');
+      assert.equal(last.flows, 0, 'and no drain comes back to the old slot with the first five');
+      const ports = spool
+        .list()
+        .flatMap((b) => [...decodeFlowRecords(readBatch(spool, b).records)].map((f) => f.srcPort))
+        .sort((a, b) => a - b);
+      assert.deepEqual(ports, [1000, 1001, 1002, 1003, 1004, 1005, 1006]);
+    },
+    { maxFlows: 8192 },
+  );
+});
+
 test('readSlotChunks reads a slot exactly even through a buffer smaller than a hash bucket', async (t) => {
   await withTestDatapath(
     t,
