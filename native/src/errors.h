@@ -9,6 +9,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace fg
@@ -75,6 +76,23 @@ auto Guard(Napi::Env env, F &&f) -> decltype(f())
 		throw e.ToJs(env);
 	} catch (const std::bad_alloc &) {
 		throw ErrnoError(ENOMEM, "out of memory in the flowgate addon").ToJs(env);
+	}
+}
+
+/*
+ * Run f on a worker thread: an ErrnoError it throws (or running out of
+ * memory, as ENOMEM "<oomWhat>") is returned, for the worker to reject with.
+ */
+template <typename F>
+std::optional<ErrnoError> CatchErrno(F &&f, const std::string &oomWhat)
+{
+	try {
+		f();
+		return std::nullopt;
+	} catch (const ErrnoError &e) {
+		return e;
+	} catch (const std::bad_alloc &) {
+		return ErrnoError(ENOMEM, oomWhat);
 	}
 }
 

@@ -140,15 +140,9 @@ private:
 	}
 	void Execute() override
 	{
-		try {
-			Run();
-		} catch (const ErrnoError &e) {
-			error_ = e;
-			SetError(e.what());
-		} catch (const std::bad_alloc &) {
-			error_ = ErrnoError(ENOMEM, "replace " + what_);
+		error_ = CatchErrno([&] { Run(); }, "replace " + what_);
+		if (error_)
 			SetError(error_->what());
-		}
 	}
 	void Install()
 	{
@@ -197,13 +191,7 @@ void AdoptFlowSlots(DatapathState &state)
 			throw ErrnoError(errno, "open " + what);
 		bpf_map_info info = GetMapInfo(fd.get(), what);
 		Repin(fd.get(), pin, what);
-		ref.fd = std::move(fd);
-		ref.id = info.id;
-		ref.type = info.type;
-		ref.keySize = info.key_size;
-		ref.valueSize = info.value_size;
-		ref.maxEntries = info.max_entries;
-		ref.perCpu = IsPerCpuType(info.type);
+		ref.Set(std::move(fd), info);
 	}
 }
 

@@ -454,15 +454,9 @@ protected:
 private:
 	void Execute() override
 	{
-		try {
-			Run();
-		} catch (const ErrnoError &e) {
-			error_ = e;
-			SetError(e.what());
-		} catch (const std::bad_alloc &) {
-			error_ = ErrnoError(ENOMEM, "map " + map_.name);
+		error_ = CatchErrno([&] { Run(); }, "map " + map_.name);
+		if (error_)
 			SetError(error_->what());
-		}
 	}
 	void OnOK() override
 	{

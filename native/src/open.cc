@@ -223,15 +223,10 @@ std::unique_ptr<DatapathState> Adopt(const std::string &root)
 			throw ErrnoError(fd, "open pinned map " + path);
 		}
 		MapRef ref;
-		ref.fd.reset(fd);
+		UniqueFd owned(fd);
 		bpf_map_info info = GetMapInfo(fd, "map " + path);
 		ref.name = spec.name;
-		ref.type = info.type;
-		ref.keySize = info.key_size;
-		ref.valueSize = info.value_size;
-		ref.maxEntries = info.max_entries;
-		ref.id = info.id;
-		ref.perCpu = IsPerCpuType(info.type);
+		ref.Set(std::move(owned), info);
 		state->maps.emplace(spec.name, std::move(ref));
 	}
 	/* Version first: a different layout explains any shape mismatch below better than the mismatch does. */

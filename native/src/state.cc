@@ -1,6 +1,7 @@
 #include "state.h"
 
 #include "errors.h"
+#include "info.h"
 
 #include <sys/mman.h>
 
@@ -31,6 +32,17 @@ const char *HookProgramName(Hook hook)
 		return "flowgate_tc_ingress";
 	}
 	return "?";
+}
+
+void MapRef::Set(UniqueFd mapFd, const bpf_map_info &info)
+{
+	fd = std::move(mapFd);
+	id = info.id;
+	type = info.type;
+	keySize = info.key_size;
+	valueSize = info.value_size;
+	maxEntries = info.max_entries;
+	perCpu = IsPerCpuType(info.type);
 }
 
 bool ParseHook(const std::string &name, Hook *hook)

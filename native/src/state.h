@@ -8,6 +8,8 @@
 
 #include "fd.h"
 
+#include <linux/bpf.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -35,6 +37,9 @@ struct MapRef {
 	uint32_t maxEntries = 0;
 	uint32_t id = 0;
 	bool perCpu = false;
+
+	/* Take the map's fd, its id and its shape from the kernel's info on it. */
+	void Set(UniqueFd mapFd, const bpf_map_info &info);
 };
 
 struct ProgRef {

@@ -243,6 +243,22 @@ describe('datapath (root)', () => {
     }
   };
 
+  /** The flow slot the programs do not write now: its map, the other one, and its pin. */
+  const idleFlowMap = (): {
+    slotOff: number;
+    active: number;
+    idle: number;
+    name: string;
+    other: string;
+    pin: string;
+  } => {
+    const slotOff = L.fg_config!.fields.flow_slot!.offset;
+    const active = dp!.readConfig().readUInt32LE(slotOff) & 1;
+    const idle = active ^ 1;
+    const name = idle ? 'flows_b' : 'flows_a';
+    return { slotOff, active, idle, name, other: idle ? 'flows_a' : 'flows_b', pin: path.join(bpffs, 'maps', name) };
+  };
+
   before(() => {
     if (!isRoot) return;
     assert.ok(fs.existsSync(flowgateObjectPath), `${flowgateObjectPath} missing: run make -C datapath`);
@@ -527,12 +543,7 @@ describe('datapath (root)', () => {
   rootTest(
     'replaceFlowMap: the idle slot gets a new empty map, pinned, counted into; the old one is freed',
     async () => {
-      const slotOff = L.fg_config!.fields.flow_slot!.offset;
-      const active = dp!.readConfig().readUInt32LE(slotOff) & 1;
-      const idle = active ^ 1;
-      const name = idle ? 'flows_b' : 'flows_a';
-      const other = idle ? 'flows_a' : 'flows_b';
-      const pin = path.join(bpffs, 'maps', name);
+      const { slotOff, active, idle, name, other, pin } = idleFlowMap();
       const big = flowBatch(20000);
       await dp!.updateBatch(name, big.keys, big.values);
       const old = dp!.mapInfo(name);
@@ -587,12 +598,7 @@ describe('datapath (root)', () => {
   );
 
   rootTest('adoption follows flow_slots when a replace died before its re-pin', async () => {
-    const slotOff = L.fg_config!.fields.flow_slot!.offset;
-    const active = dp!.readConfig().readUInt32LE(slotOff) & 1;
-    const idle = active ^ 1;
-    const name = idle ? 'flows_b' : 'flows_a';
-    const other = idle ? 'flows_a' : 'flows_b';
-    const pin = path.join(bpffs, 'maps', name);
+    const { slotOff, active, idle, name, other, pin } = idleFlowMap();
     const old = dp!.mapInfo(name);
     const createMap = (at: string): number => {
       execFileSync('bpftool', [
