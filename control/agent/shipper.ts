@@ -229,7 +229,7 @@ export class Shipper {
     for (;;) {
       let intent = this.openIntent();
       if (!intent) {
-        spool.release([], false); // taken by an attempt that died before it was recorded
+        spool.dropClaims(); // taken by an attempt that died before it was recorded
         const batches = spool.list();
         if (batches.length === 0) return;
         if (!this.running && !this.healthy) return;
@@ -257,7 +257,8 @@ export class Shipper {
         );
         this.deps.onInserted(rows, seconds);
       }
-      spool.release(intent.batches, true);
+      spool.recordLanded(intent.batches);
+      spool.dropClaims();
       spool.clearIntent();
     }
   }

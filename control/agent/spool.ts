@@ -244,13 +244,25 @@ function fsyncDir(dir: string): void {
   }
 }
 
-/** An fd to read `file`, or undefined when it is gone. */
-function openIfExists(file: string): number | undefined {
+/** fn(), or undefined when the file it opens, reads or moves is not there (ENOENT); other errors throw. */
+function unlessMissing<T>(fn: () => T): T | undefined {
   try {
-    return openSync(file, 'r');
+    return fn();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
+  }
+}
+
+/** A batch file's listing (token and rows from its header, bytes on disk), or undefined when it is gone. */
+function infoOf(file: string): BatchInfo | undefined {
+  const fd = unlessMissing(() => openSync(file, 'r'));
+  if (fd === undefined) return undefined;
+  try {
+    const { header } = readHeaderLine(fd, file);
+    return { token: header.token, file, bytes: fstatSync(fd).size, rows: header.rows };
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -334,14 +346,8 @@ export class Spool {
       const file = path.join(this.dir, name);
       if (!name.endsWith(SUFFIX)) continue;
       // The agent and the ship process share the spool: a batch may go between readdir and here.
-      const fd = openIfExists(file);
-      if (fd === undefined) continue;
-      try {
-        const header = readHeaderLine(fd, file).header;
-        out.push({ token: header.token, file, bytes: fstatSync(fd).size, rows: header.rows });
-      } finally {
-        closeSync(fd);
-      }
+      const info = infoOf(file);
+      if (info) out.push(info);
     }
     return out.sort((a, b) => (a.token < b.token ? -1 : a.token > b.token ? 1 : 0));
   }
@@ -385,13 +391,8 @@ export class Spool {
   /** The insert an earlier attempt recorded (shipper.ts), if one is still open. */
   readIntent(): ShipIntent | undefined {
     const file = path.join(this.dir, INTENT);
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    }
+    const text = unlessMissing(() => readFileSync(file, 'utf8'));
+    if (text === undefined) return undefined;
     const intent = JSON.parse(text) as Partial<ShipIntent> & { magic?: string };
     if (
       intent.magic !== MAGIC ||
@@ -438,37 +439,22 @@ export class Spool {
 
   /** The taken batches of these tokens (an intent's), as claim() returned them; a missing one is left out. */
   claimed(tokens: readonly string[]): BatchInfo[] {
-    const out: BatchInfo[] = [];
-    for (const token of tokens) {
-      const file = path.join(this.shippingDir, fileName(token));
-      let bytes: number;
-      try {
-        bytes = statSync(file).size;
-      } catch {
-        continue;
-      }
-      out.push({ token, file, bytes, rows: this.readHeader(file).rows });
-    }
-    return out;
+    return tokens.flatMap((token) => infoOf(path.join(this.shippingDir, fileName(token))) ?? []);
   }
 
-  /**
-   * The insert landed, or was never attempted: drop the batches taken for it.
-   * Once landed, their tokens are recorded (landed()) and their spool names removed.
-   */
-  release(tokens: readonly string[], landed: boolean): void {
-    if (landed && tokens.length > 0) {
-      const list = [...this.landed().filter((t) => !tokens.includes(t)), ...tokens].slice(-LANDED_KEPT);
-      writeDurably(path.join(this.dir, LANDED), Buffer.from(JSON.stringify(list)), this.dir);
-      for (const token of tokens) this.remove({ token, file: this.fileOf(token), bytes: 0, rows: 0 });
+  /** These batches landed: record their tokens (landed()), then remove them from the spool. */
+  recordLanded(tokens: readonly string[]): void {
+    if (tokens.length === 0) return;
+    const list = [...this.landed().filter((t) => !tokens.includes(t)), ...tokens].slice(-LANDED_KEPT);
+    writeDurably(path.join(this.dir, LANDED), Buffer.from(JSON.stringify(list)), this.dir);
+    for (const token of tokens) this.remove({ token, file: this.fileOf(token), bytes: 0, rows: 0 });
+  }
+
+  /** Drop every batch taken (claim()): its insert landed, or was never attempted. */
+  dropClaims(): void {
+    for (const name of unlessMissing(() => readdirSync(this.shippingDir)) ?? []) {
+      unlinkSync(path.join(this.shippingDir, name));
     }
-    let names: string[];
-    try {
-      names = readdirSync(this.shippingDir);
-    } catch {
-      return;
-    }
-    for (const name of names) unlinkSync(path.join(this.shippingDir, name));
   }
 
   private get shippingDir(): string {
@@ -478,20 +464,12 @@ export class Spool {
   /** Move an unreadable intent out of the way (kept beside the spool for a post-mortem). */
   setIntentAside(): void {
     const file = path.join(this.dir, INTENT);
-    try {
-      renameSync(file, `${file}.damaged-${Date.now()}`);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
+    unlessMissing(() => renameSync(file, `${file}.damaged-${Date.now()}`));
   }
 
   /** The recorded insert is done: its batches are removed. */
   clearIntent(): void {
-    try {
-      unlinkSync(path.join(this.dir, INTENT));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
+    unlessMissing(() => unlinkSync(path.join(this.dir, INTENT)));
   }
 
   remove(info: BatchInfo): void {
@@ -505,15 +483,6 @@ export class Spool {
   totals(): { batches: number; bytes: number } {
     const all = this.list();
     return { batches: all.length, bytes: all.reduce((n, b) => n + b.bytes, 0) };
-  }
-
-  private readHeader(file: string): { token: string; rows: number } {
-    const fd = openSync(file, 'r');
-    try {
-      return readHeaderLine(fd, file).header;
-    } finally {
-      closeSync(fd);
-    }
   }
 
   /** Drop the oldest batches (never `keep`) until the spool is within maxBytes. */

@@ -232,11 +232,13 @@ export class ClickHouseFlowStore implements FlowStore {
     await this.write(async (w) => {
       const result = await w.exec({
         query: `INSERT INTO flowgate.flows (${columns}) FORMAT RowBinary`,
-        values: batches
-          ? Readable.from(encodedSlices(batches), { objectMode: false, highWaterMark: 1 })
-          : one.format === 'RowBinary'
+        values:
+          !batches && one.format === 'RowBinary'
             ? Readable.from([one.body])
-            : Readable.from(encodedSlices([one]), { objectMode: false, highWaterMark: 1 }),
+            : Readable.from(encodedSlices(batches ?? [one as FlowRecordBatch]), {
+                objectMode: false,
+                highWaterMark: 1,
+              }),
         clickhouse_settings: { ...settings, ...oneBlock },
       });
       result.stream.resume(); // nothing to read, but the socket goes back to the pool only once it is drained

@@ -192,7 +192,8 @@ describe('shipper', () => {
       for (const i of [1, 2, 3]) spoolBatch(spool, i);
       spool.claim(spool.list().slice(0, 2));
       spool.writeIntent({ token: group, batches: tokens.slice(0, 2) });
-      spool.release(tokens.slice(0, 1), true);
+      spool.recordLanded(tokens.slice(0, 1));
+      spool.dropClaims();
       assert.ok(!existsSync(spool.fileOf(tokens[0]!)));
       store = new RecordingStore();
       await ship(spool, store);
@@ -249,7 +250,7 @@ describe('shipper', () => {
   it(
     'remembers the last landed batches, a bounded number',
     withSpool(async (spool) => {
-      for (let i = 0; i < 300; i++) spool.release([batchToken('h', 1, i)], true);
+      for (let i = 0; i < 300; i++) spool.recordLanded([batchToken('h', 1, i)]);
       const landed = spool.landed();
       assert.equal(landed.length, 256);
       assert.equal(landed.at(-1), batchToken('h', 1, 299));
