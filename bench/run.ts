@@ -17,6 +17,12 @@ function fmt(n: number, digits = 1): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
 
+/** The per-core figures of the paced runs, lowest to highest (thousands). */
+function pacedRange(runs: readonly { perCoreFlowsPerSec: number }[]): string {
+  const k = runs.map((r) => r.perCoreFlowsPerSec / 1000).sort((a, b) => a - b);
+  return `${fmt(k[0]!, 0)}k–${fmt(k[k.length - 1]!, 0)}k`;
+}
+
 function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
@@ -64,7 +70,7 @@ async function main(): Promise<void> {
     ),
   );
 
-  const pipeline = await benchPipeline(quick ? 50_000 : 200_000, quick ? 2 : 3, quick ? 3 : 60);
+  const pipeline = await benchPipeline(quick ? 50_000 : 200_000, quick ? 2 : 3, quick ? 3 : 60, quick ? 1 : 3);
   console.log(
     `\nAgent pipeline: ${pipeline.flows.toLocaleString('en-US')} flows a drain, kernel map → rows in the embedded store\n`,
   );
@@ -111,7 +117,8 @@ async function main(): Promise<void> {
           '',
         ],
         [
-          `  per core: flows / CPU s of drain + ship (${fmt(pipeline.paced.cores, 2)} cores busy)`,
+          `  per core: flows / CPU s of drain + ship (${fmt(pipeline.paced.cores, 2)} cores busy` +
+            `${pipeline.pacedRuns.length > 1 ? `; median of ${pipeline.pacedRuns.length}: ${pacedRange(pipeline.pacedRuns)}` : ''})`,
           fmt(pipeline.perCoreFlowsPerSec, 0),
           perKernel(pipeline.perCoreFlowsPerSec),
           '≥ 500,000/s',
