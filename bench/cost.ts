@@ -1,0 +1,233 @@
+/**
+ * Where a stored flow's CPU goes, embedded store: `npm run bench:cost`.
+ *
+ * The agent's drain (flip, read, spool, release) is timed here on a real
+ * flow map. The store's parts come from the same insert run in variants of
+ * the schema, each in a fresh store in its own process (chDB binds one data
+ * directory per process): 60 batches of 200,000 flows, three to an insert
+ * (what the shipper groups at this rate), paced to offer 500,000 flows a
+ * second, CPU of the process (inserts, views and the merges that start
+ * within the window). A part's cost is the difference between two variants:
+ *
+ *   read     flows is a Null table, no views: read the records, make rows
+ *   flows    + the flows part                  (no views, merges stopped)
+ *   1m       + the flows_1m view               (talkers view dropped, merges stopped)
+ *   talkers  + the talkers_1h view             (merges stopped)
+ *   merges   + merges                          (the schema as shipped)
+ *
+ * One run of each: single figures move by ±10–20% on a shared VM, the
+ * small ones (flows_1m) most; compare them within one run.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Datapath } from '../control/datapath/datapath.js';
+import { FLOW_KEY, FLOW_RECORD_SIZE } from '../control/datapath/layout.js';
+import { MonotonicClock } from '../control/agent/clock.js';
+import { CHUNK_RECORDS, Collector } from '../control/agent/collector.js';
+import { Spool } from '../control/agent/spool.js';
+import { createLogger } from '../control/log.js';
+import { FlowRowEncoder } from '../control/store/flow-rows.js';
+import type { FlowRecordBatch } from '../control/store/types.js';
+import { removeBpffs, tempBpffsDir } from '../test/lib/datapath.js';
+import { syntheticDrain } from './store.js';
+
+const FLOWS = 200_000;
+const BATCHES = 60;
+const PER_INSERT = 3;
+const OFFERED_FLOWS_PER_SEC = 500_000;
+
+const VARIANTS = {
+  read: { views: false, merges: false, nullFlows: true },
+  flows: { views: false, merges: false, nullFlows: false },
+  '1m': { views: '1m', merges: false, nullFlows: false },
+  talkers: { views: true, merges: false, nullFlows: false },
+  merges: { views: true, merges: true, nullFlows: false },
+} as const;
+type Variant = keyof typeof VARIANTS;
+
+/** One variant in this process: CPU µs per flow of the paced inserts. */
+async function runVariant(name: Variant): Promise<number> {
+  const v = VARIANTS[name];
+  const { ClickHouseFlowStore } = await import('../control/store/flow-store.js');
+  const { openStoreClients } = await import('../control/store/client.js');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-bench-cost-'));
+  const opts = { target: { kind: 'embedded' as const, dir }, retentionDays: 30 };
+  const store = await ClickHouseFlowStore.open(opts);
+  // A second connection to the same engine, for the schema changes the store has no call for.
+  const admin = await openStoreClients(opts);
+  const ddl = (sql: string): Promise<unknown> => admin.writer.command({ query: sql });
+  try {
+    if (v.views !== true) await ddl('DROP VIEW flowgate.talkers_1h_mv');
+    if (v.views === false) await ddl('DROP VIEW flowgate.flows_1m_mv');
+    if (v.nullFlows) {
+      await ddl('RENAME TABLE flowgate.flows TO flowgate.flows_stored');
+      await ddl('CREATE TABLE flowgate.flows AS flowgate.flows_stored ENGINE = Null');
+    }
+    if (!v.merges) await ddl('SYSTEM STOP MERGES');
+    const file = path.join(dir, 'records.bin');
+    writeFileSync(file, syntheticDrain(FLOWS, process.hrtime.bigint()));
+    const batch = (): FlowRecordBatch => ({
+      format: 'FlowRecords',
+      rows: FLOWS,
+      host: 'bench',
+      ifaces: { '2': 'eth0', '3': 'eth1', '4': 'eth2', '5': 'eth3' },
+      epochOffsetNs: BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint(),
+      records: () => {
+        throw new Error('read in place');
+      },
+      inPlace: { path: file, skipRecords: 0 },
+    });
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (let b = 0; b < BATCHES; b += PER_INSERT) {
+      const due = t0 + ((b * FLOWS) / OFFERED_FLOWS_PER_SEC) * 1000;
+      if (due > performance.now()) await new Promise((r) => setTimeout(r, due - performance.now()));
+      const group = Array.from({ length: Math.min(PER_INSERT, BATCHES - b) }, batch);
+      await store.insertFlows(group, `cost:${b}`);
+    }
+    const cpu = process.cpuUsage(cpu0);
+    return (cpu.user + cpu.system) / (FLOWS * BATCHES);
+  } finally {
+    await admin.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The agent's drain of FLOWS flows from a map of 1.25 × FLOWS: CPU µs per flow (user, system). */
+async function drainCost(rounds = 10): Promise<{ user: number; system: number }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-bench-cost-'));
+  const bpffs = tempBpffsDir();
+  const dp = Datapath.open({ bpffs, maxFlows: Math.ceil(FLOWS * 1.25), maxRules: 1024, maxPrefixes: 1024 });
+  try {
+    const records = syntheticDrain(FLOWS, process.hrtime.bigint());
+    const valueSize = FLOW_RECORD_SIZE - FLOW_KEY.size;
+    const keys = Buffer.alloc(FLOWS * FLOW_KEY.size);
+    const values = Buffer.alloc(FLOWS * valueSize);
+    for (let i = 0; i < FLOWS; i++) {
+      records.copy(keys, i * FLOW_KEY.size, i * FLOW_RECORD_SIZE, i * FLOW_RECORD_SIZE + FLOW_KEY.size);
+      records.copy(values, i * valueSize, i * FLOW_RECORD_SIZE + FLOW_KEY.size, (i + 1) * FLOW_RECORD_SIZE);
+    }
+    const log = createLogger('bench');
+    log.level = 'warn';
+    const spool = new Spool(path.join(dir, 'spool'), 2 ** 40);
+    const collector = new Collector({
+      dp,
+      spool,
+      clock: new MonotonicClock(),
+      host: 'bench',
+      ifaceNames: () => ({}),
+      log,
+      onDrain: () => undefined,
+    });
+    let user = 0;
+    let system = 0;
+    for (let r = 0; r <= rounds; r++) {
+      await dp.native.updateBatch(dp.config().flowSlot & 1 ? 'flows_b' : 'flows_a', keys, values);
+      const cpu0 = process.cpuUsage();
+      const summary = await collector.drain('interval');
+      const cpu = process.cpuUsage(cpu0);
+      if (summary.flows !== FLOWS) throw new Error(`drained ${summary.flows} of ${FLOWS} flows`);
+      if (r > 0) {
+        user += cpu.user;
+        system += cpu.system;
+      }
+      for (const info of spool.list()) spool.remove(info);
+    }
+    return { user: user / (FLOWS * rounds), system: system / (FLOWS * rounds) };
+  } finally {
+    dp.unpinAll();
+    dp.close();
+    removeBpffs(bpffs);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * With --clickhouse-url the host's share after the drain: encoding the rows
+ * it sends (FlowRowEncoder over the spool's 8,192-record slices, as
+ * encodedSlices does). CPU µs per flow, best of `rounds`.
+ */
+function encodeCost(rounds = 3): number {
+  const records = syntheticDrain(FLOWS, process.hrtime.bigint());
+  const epochOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+  const slice = CHUNK_RECORDS * FLOW_RECORD_SIZE;
+  let best = Infinity;
+  for (let r = 0; r < rounds; r++) {
+    const encoder = new FlowRowEncoder({
+      host: 'bench',
+      ifaceName: (ifindex) => `if${ifindex}`,
+      monoToEpochNs: (ns) => ns + epochOffsetNs,
+      epochOffsetNs,
+    });
+    const cpu0 = process.cpuUsage();
+    let bytes = 0;
+    for (let at = 0; at < records.length; at += slice) bytes += encoder.encode(records.subarray(at, at + slice)).length;
+    const cpu = process.cpuUsage(cpu0);
+    if (bytes === 0) throw new Error('encoded nothing');
+    best = Math.min(best, (cpu.user + cpu.system) / FLOWS);
+  }
+  return best;
+}
+
+function inChild(name: Variant): number {
+  const self = fileURLToPath(import.meta.url);
+  const r = spawnSync(process.execPath, [...process.execArgv, self, '--variant', name], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  if (r.status !== 0) throw new Error(`variant ${name} exited with ${r.status ?? r.signal}`);
+  const line = r.stdout.trim().split('\n').pop()!;
+  return (JSON.parse(line) as { usPerFlow: number }).usPerFlow;
+}
+
+async function main(): Promise<void> {
+  const at = process.argv.indexOf('--variant');
+  if (at >= 0) {
+    const name = process.argv[at + 1] as Variant;
+    if (!(name in VARIANTS)) throw new Error(`unknown variant ${name}: one of ${Object.keys(VARIANTS).join(', ')}`);
+    console.log(JSON.stringify({ variant: name, usPerFlow: await runVariant(name) }));
+    return;
+  }
+  if (process.getuid?.() !== 0) throw new Error('the drain loads eBPF programs: run as root');
+  const drain = await drainCost();
+  const encodeUs = encodeCost();
+  const v = Object.fromEntries(Object.keys(VARIANTS).map((n) => [n, inChild(n as Variant)])) as Record<Variant, number>;
+  const drainUs = drain.user + drain.system;
+  const parts: [string, string, number][] = [
+    ['drain: flip, read the map, spool, release', 'agent', drainUs],
+    ['read the spooled records, make rows', 'ship', v.read],
+    ['write the flows part', 'ship', v.flows - v.read],
+    ['flows_1m view', 'ship', v['1m'] - v.flows],
+    ['talkers_1h view', 'ship', v.talkers - v['1m']],
+    ['merges within the window', 'ship', v.merges - v.talkers],
+    ['total', '', drainUs + v.merges],
+  ];
+  const total = drainUs + v.merges;
+  console.log(
+    `\nCPU per stored flow, embedded store (${BATCHES} drains of ${FLOWS.toLocaleString('en-US')}, ` +
+      `${PER_INSERT} to an insert, offered ${OFFERED_FLOWS_PER_SEC.toLocaleString('en-US')}/s)\n`,
+  );
+  const w = Math.max(...parts.map((p) => p[0].length));
+  console.log(`${'part'.padStart(w)}  process  µs/flow  share`);
+  console.log(`${'-'.repeat(w)}  -------  -------  -----`);
+  for (const [name, where, us] of parts)
+    console.log(
+      `${name.padStart(w)}  ${where.padStart(7)}  ${us.toFixed(3).padStart(7)}  ${`${Math.round((us / total) * 100)}%`.padStart(5)}`,
+    );
+  console.log(
+    `\none core: ${Math.round(1e6 / total).toLocaleString('en-US')} flows/s ` +
+      `(drain system time ${drain.system.toFixed(3)} µs of ${drainUs.toFixed(3)})`,
+  );
+  console.log(
+    `with --clickhouse-url, this host: drain + encoding the rows ${(drainUs + encodeUs).toFixed(3)} µs/flow ` +
+      `(encode ${encodeUs.toFixed(3)}), one core: ${Math.round(1e6 / (drainUs + encodeUs)).toLocaleString('en-US')} flows/s`,
+  );
+  console.log('\nJSON:');
+  console.log(JSON.stringify({ date: new Date().toISOString(), drain, encodeUs, variants: v, usPerFlow: total }));
+}
+
+await main();
