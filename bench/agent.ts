@@ -18,11 +18,15 @@
  *   used (refills left out; inserts, views and the merges they start in);
  *   measured at the offered target rate, it says whether one core keeps
  *   up with it. Run first, before any other store is open. Enough drains
- *   (60 in the full run) that each table merges its parts at least once
- *   inside the window (merge_selector_base 20: a merge of ~17 parts; the
- *   shipper puts the batches that queue, ~2–3 at these rates, into one
- *   insert and part): a window of fewer drains would leave the merges it
- *   causes for after the clock stops, and flatter both figures.
+ *   (60 in the full run) that at the offered rate each table merges its
+ *   parts once inside the window (merge_selector_base 20: a merge of ~17
+ *   parts; the shipper puts the batches that queue, ~2–3 at this rate, into
+ *   one insert and part; by `perf`, merges were ~30% of the ship process's
+ *   CPU in a paced run). Drains back to back queue more batches per insert
+ *   (13–14 inserts for 60 drains): too few parts for a merge inside the
+ *   window, so that run's per-core figure is inserts alone, and higher. A
+ *   long run merges each row again at every level, ~3–4 times a day at the
+ *   target rate: no window this short shows that cost.
  *
  * footprint: a real `flowgate run` on a veth receiving `flowsPerInterval`
  * distinct flows every drain interval (trafgen in a test namespace), its

@@ -17,6 +17,9 @@ function fmt(n: number, digits = 1): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
 
+/** Parts a table's first merge takes (merge_selector_base 20, see docs/operating.md "Merges"); fewer inserts, no merge yet. */
+const FIRST_MERGE_PARTS = 17;
+
 /** The per-core figures of the paced runs, lowest to highest (thousands). */
 function pacedRange(runs: readonly { perCoreFlowsPerSec: number }[]): string {
   const k = runs.map((r) => r.perCoreFlowsPerSec / 1000).sort((a, b) => a - b);
@@ -103,7 +106,8 @@ async function main(): Promise<void> {
           pipeOk(pipeline.overlappedFlowsPerSec),
         ],
         [
-          `  its per core: flows / CPU s of drain + ship (${fmt(pipeline.overlapped.cores, 2)} cores busy)`,
+          `  its per core: flows / CPU s of drain + ship (${fmt(pipeline.overlapped.cores, 2)} cores busy` +
+            `${pipeline.overlapped.inserts < FIRST_MERGE_PARTS ? '; too few parts for a merge in the window' : ''})`,
           fmt(pipeline.overlapped.perCoreFlowsPerSec, 0),
           perKernel(pipeline.overlapped.perCoreFlowsPerSec),
           '',
