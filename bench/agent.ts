@@ -36,9 +36,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Datapath } from '../control/datapath/datapath.js';
-import { FLOW_KEY, FLOW_RECORD_SIZE } from '../control/datapath/layout.js';
-import { MonotonicClock } from '../control/agent/clock.js';
-import { Collector } from '../control/agent/collector.js';
+import type { Collector } from '../control/agent/collector.js';
 import { ShipClient } from '../control/agent/ship-client.js';
 import { shipBatch, shipBuffer } from '../control/agent/shipper.js';
 import { Spool } from '../control/agent/spool.js';
@@ -49,6 +47,7 @@ import { createVethPair, sendTrafgen } from '../test/lib/netns.js';
 import { startAgent } from '../test/lib/agent.js';
 import { startClickHouseHttp } from '../test/lib/clickhouse-http-server.js';
 import { median } from './stats.js';
+import { activeMapFiller, benchCollector } from './fixtures.js';
 import { syntheticDrain } from './store.js';
 
 export interface PipelineResult {
@@ -188,23 +187,6 @@ async function runOverlapped(opts: {
   }
 }
 
-/** Split packed records into key and value arrays for a batch update. */
-function split(records: Buffer): { keys: Buffer; values: Buffer } {
-  const n = records.length / FLOW_RECORD_SIZE;
-  const keys = Buffer.alloc(n * FLOW_KEY.size);
-  const values = Buffer.alloc(n * (FLOW_RECORD_SIZE - FLOW_KEY.size));
-  for (let i = 0; i < n; i++) {
-    records.copy(keys, i * FLOW_KEY.size, i * FLOW_RECORD_SIZE, i * FLOW_RECORD_SIZE + FLOW_KEY.size);
-    records.copy(
-      values,
-      i * (FLOW_RECORD_SIZE - FLOW_KEY.size),
-      i * FLOW_RECORD_SIZE + FLOW_KEY.size,
-      (i + 1) * FLOW_RECORD_SIZE,
-    );
-  }
-  return { keys, values };
-}
-
 const mapOf = (slot: number): string => (slot ? 'flows_b' : 'flows_a');
 
 export async function benchPipeline(flows: number, rounds = 3, batches = 5, pacedRepeats = 3): Promise<PipelineResult> {
@@ -215,18 +197,8 @@ export async function benchPipeline(flows: number, rounds = 3, batches = 5, pace
   log.level = 'warn';
   let store: ClickHouseFlowStore | undefined;
   try {
-    const { keys, values } = split(syntheticDrain(flows, process.hrtime.bigint()));
-    const fill = (): Promise<void> => dp.native.updateBatch(mapOf(dp.config().flowSlot & 1), keys, values);
-    const collectorFor = (spool: Spool): Collector =>
-      new Collector({
-        dp,
-        spool,
-        clock: new MonotonicClock(),
-        host: 'bench',
-        ifaceNames: () => ({}),
-        log,
-        onDrain: () => undefined,
-      });
+    const fill = activeMapFiller(dp, syntheticDrain(flows, process.hrtime.bigint()));
+    const collectorFor = (spool: Spool): Collector => benchCollector(dp, spool, log);
 
     // Overlapped first, on a quiet machine: a ship process inserts while this one drains, as in
     // the agent. (Run after the sequential rounds, it shared the cores with the merges of their store.)

@@ -15,8 +15,9 @@
  *   talkers  + the talkers_1h view             (merges stopped)
  *   merges   + merges                          (the schema as shipped)
  *
- * One run of each: single figures move by ±10–20% on a shared VM, the
- * small ones (flows_1m) most; compare them within one run.
+ * Each variant runs ROUNDS times, all variants in turn, and the least CPU
+ * counts (noise only adds). A part is a difference of two such figures:
+ * its own error is larger than the total's, ±0.1–0.15 µs per flow.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,20 +25,21 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Datapath } from '../control/datapath/datapath.js';
-import { FLOW_KEY, FLOW_RECORD_SIZE } from '../control/datapath/layout.js';
-import { MonotonicClock } from '../control/agent/clock.js';
-import { CHUNK_RECORDS, Collector } from '../control/agent/collector.js';
+import { FLOW_RECORD_SIZE } from '../control/datapath/layout.js';
+import { CHUNK_RECORDS } from '../control/agent/collector.js';
 import { Spool } from '../control/agent/spool.js';
 import { createLogger } from '../control/log.js';
 import { FlowRowEncoder } from '../control/store/flow-rows.js';
 import type { FlowRecordBatch } from '../control/store/types.js';
 import { removeBpffs, tempBpffsDir } from '../test/lib/datapath.js';
+import { activeMapFiller, benchCollector } from './fixtures.js';
 import { syntheticDrain } from './store.js';
 
 const FLOWS = 200_000;
 const BATCHES = 60;
 const PER_INSERT = 3;
 const OFFERED_FLOWS_PER_SEC = 500_000;
+const ROUNDS = 2;
 
 const VARIANTS = {
   read: { views: false, merges: false, nullFlows: true },
@@ -103,30 +105,15 @@ async function drainCost(rounds = 10): Promise<{ user: number; system: number }>
   const bpffs = tempBpffsDir();
   const dp = Datapath.open({ bpffs, maxFlows: Math.ceil(FLOWS * 1.25), maxRules: 1024, maxPrefixes: 1024 });
   try {
-    const records = syntheticDrain(FLOWS, process.hrtime.bigint());
-    const valueSize = FLOW_RECORD_SIZE - FLOW_KEY.size;
-    const keys = Buffer.alloc(FLOWS * FLOW_KEY.size);
-    const values = Buffer.alloc(FLOWS * valueSize);
-    for (let i = 0; i < FLOWS; i++) {
-      records.copy(keys, i * FLOW_KEY.size, i * FLOW_RECORD_SIZE, i * FLOW_RECORD_SIZE + FLOW_KEY.size);
-      records.copy(values, i * valueSize, i * FLOW_RECORD_SIZE + FLOW_KEY.size, (i + 1) * FLOW_RECORD_SIZE);
-    }
+    const fill = activeMapFiller(dp, syntheticDrain(FLOWS, process.hrtime.bigint()));
     const log = createLogger('bench');
     log.level = 'warn';
     const spool = new Spool(path.join(dir, 'spool'), 2 ** 40);
-    const collector = new Collector({
-      dp,
-      spool,
-      clock: new MonotonicClock(),
-      host: 'bench',
-      ifaceNames: () => ({}),
-      log,
-      onDrain: () => undefined,
-    });
+    const collector = benchCollector(dp, spool, log);
     let user = 0;
     let system = 0;
     for (let r = 0; r <= rounds; r++) {
-      await dp.native.updateBatch(dp.config().flowSlot & 1 ? 'flows_b' : 'flows_a', keys, values);
+      await fill();
       const cpu0 = process.cpuUsage();
       const summary = await collector.drain('interval');
       const cpu = process.cpuUsage(cpu0);
@@ -195,7 +182,9 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the drain loads eBPF programs: run as root');
   const drain = await drainCost();
   const encodeUs = encodeCost();
-  const v = Object.fromEntries(Object.keys(VARIANTS).map((n) => [n, inChild(n as Variant)])) as Record<Variant, number>;
+  const names = Object.keys(VARIANTS) as Variant[];
+  const v = Object.fromEntries(names.map((n) => [n, Infinity])) as Record<Variant, number>;
+  for (let r = 0; r < ROUNDS; r++) for (const n of names) v[n] = Math.min(v[n], inChild(n));
   const drainUs = drain.user + drain.system;
   const parts: [string, string, number][] = [
     ['drain: flip, read the map, spool, release', 'agent', drainUs],
