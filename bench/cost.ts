@@ -15,6 +15,9 @@
  *   talkers  + the talkers_1h view             (merges stopped)
  *   merges   + merges                          (the schema as shipped)
  *
+ * and, beside them, the schema as shipped without the talkers_1h view
+ * (noTalkers): what that view costs with its merges.
+ *
  * Each variant runs ROUNDS times, all variants in turn, and the least CPU
  * counts (noise only adds). A part is a difference of two such figures:
  * its own error is larger than the total's, ±0.1–0.15 µs per flow.
@@ -47,6 +50,7 @@ const VARIANTS = {
   '1m': { views: '1m', merges: false, nullFlows: false },
   talkers: { views: true, merges: false, nullFlows: false },
   merges: { views: true, merges: true, nullFlows: false },
+  noTalkers: { views: '1m', merges: true, nullFlows: false },
 } as const;
 type Variant = keyof typeof VARIANTS;
 
@@ -214,6 +218,11 @@ async function main(): Promise<void> {
   console.log(
     `with --clickhouse-url, this host: drain + encoding the rows ${(drainUs + encodeUs).toFixed(3)} µs/flow ` +
       `(encode ${encodeUs.toFixed(3)}), one core: ${Math.round(1e6 / (drainUs + encodeUs)).toLocaleString('en-US')} flows/s`,
+  );
+  const noTalkers = drainUs + v.noTalkers;
+  console.log(
+    `without the talkers_1h view (its merges too): ${noTalkers.toFixed(3)} µs/flow, ` +
+      `one core: ${Math.round(1e6 / noTalkers).toLocaleString('en-US')} flows/s`,
   );
   console.log('\nJSON:');
   console.log(JSON.stringify({ date: new Date().toISOString(), drain, encodeUs, variants: v, usPerFlow: total }));
