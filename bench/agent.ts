@@ -35,7 +35,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Datapath } from '../control/datapath/datapath.js';
+import { Datapath, flowMapName } from '../control/datapath/datapath.js';
 import type { Collector } from '../control/agent/collector.js';
 import { ShipClient } from '../control/agent/ship-client.js';
 import { shipBatch, shipBuffer } from '../control/agent/shipper.js';
@@ -187,8 +187,6 @@ async function runOverlapped(opts: {
   }
 }
 
-const mapOf = (slot: number): string => (slot ? 'flows_b' : 'flows_a');
-
 export async function benchPipeline(flows: number, rounds = 3, batches = 5, pacedRepeats = 3): Promise<PipelineResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-bench-'));
   const bpffs = tempBpffsDir();
@@ -244,7 +242,7 @@ export async function benchPipeline(flows: number, rounds = 3, batches = 5, pace
     const total = drainS.map((d, i) => d + shipS[i]!);
 
     await fill();
-    const kernel = await dp.native.drainBaseline(mapOf(dp.config().flowSlot & 1));
+    const kernel = await dp.native.drainBaseline(flowMapName(dp.config().flowSlot));
     const storedFlowsPerSec = flows / median(warm(total));
     const kernelDrainFlowsPerSec = kernel.count / (kernel.ns / 1e9);
     return {

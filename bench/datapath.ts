@@ -12,7 +12,7 @@
  */
 import path from 'node:path';
 import { loadNative, datapathBuildDir, type TestRunResult } from '../native/index.js';
-import { Datapath } from '../control/datapath/datapath.js';
+import { Datapath, flowMapName } from '../control/datapath/datapath.js';
 import { compileRules, encodeRuleTables } from '../control/rules/compile.js';
 import { parseRule, type Rule } from '../control/rules/rule.js';
 import { encodeFlowKey, encodeFlowValue, FLOW_KEY, FLOW_VALUE } from '../control/datapath/layout.js';
@@ -208,16 +208,16 @@ async function benchDrain(dp: Datapath, flows: number, rounds: number): Promise<
   await dp.drain();
   for (let i = 0; i < rounds; i++) {
     // Ours: flip, grace period, batch lookup-and-delete into one Buffer for JS.
-    const active = dp.config().flowSlot & 1;
-    await fillFlows(dp, active ? 'flows_b' : 'flows_a', flows);
+    const activeMap = flowMapName(dp.config().flowSlot);
+    await fillFlows(dp, activeMap, flows);
     const t0 = process.hrtime.bigint();
     const d = await dp.drain();
     const ns = Number(process.hrtime.bigint() - t0);
     if (d.count !== flows) throw new Error(`drained ${d.count} flows, filled ${flows}`);
     ours.push(flows / (ns / 1e9));
     // The kernel's floor on the same map: lookup-and-delete into scratch memory, nothing else.
-    await fillFlows(dp, active ? 'flows_b' : 'flows_a', flows);
-    const k = await dp.native.drainBaseline(active ? 'flows_b' : 'flows_a');
+    await fillFlows(dp, activeMap, flows);
+    const k = await dp.native.drainBaseline(activeMap);
     if (k.count !== flows) throw new Error(`baseline drained ${k.count} flows, filled ${flows}`);
     kernel.push(k.count / (k.ns / 1e9));
   }

@@ -5,7 +5,7 @@
 import { Collector } from '../control/agent/collector.js';
 import { MonotonicClock } from '../control/agent/clock.js';
 import type { Spool } from '../control/agent/spool.js';
-import type { Datapath } from '../control/datapath/datapath.js';
+import { flowMapName, type Datapath } from '../control/datapath/datapath.js';
 import { FLOW_KEY, FLOW_RECORD_SIZE } from '../control/datapath/layout.js';
 import type { Logger } from '../control/log.js';
 
@@ -25,7 +25,7 @@ export function splitRecords(records: Buffer): { keys: Buffer; values: Buffer } 
 /** Writes the records into the active flow map, as the programs would have (refill before each drain). */
 export function activeMapFiller(dp: Datapath, records: Buffer): () => Promise<void> {
   const { keys, values } = splitRecords(records);
-  return () => dp.native.updateBatch(dp.config().flowSlot & 1 ? 'flows_b' : 'flows_a', keys, values);
+  return () => dp.native.updateBatch(flowMapName(dp.config().flowSlot), keys, values);
 }
 
 /** The agent's Collector over `dp`, spooling to `spool`, host "bench", no interface names. */

@@ -103,6 +103,11 @@ export interface RuleSwitch {
 type SlotWriter = (slot: number) => Promise<void>;
 
 const FLOW_MAPS = ['flows_a', 'flows_b'] as const;
+
+/** The flow map a slot names (flow_slots[0] is flows_a, [1] flows_b). */
+export function flowMapName(slot: number): (typeof FLOW_MAPS)[number] {
+  return FLOW_MAPS[slot & 1]!;
+}
 const SRC_LPM = ['src_lpm_0', 'src_lpm_1'] as const;
 const DST_LPM = ['dst_lpm_0', 'dst_lpm_1'] as const;
 const COMPLEX = ['complex_0', 'complex_1'] as const;
