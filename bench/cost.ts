@@ -32,7 +32,8 @@ import { FLOW_RECORD_SIZE } from '../control/datapath/layout.js';
 import { CHUNK_RECORDS } from '../control/agent/collector.js';
 import { Spool } from '../control/agent/spool.js';
 import { createLogger } from '../control/log.js';
-import { FlowRowEncoder } from '../control/store/flow-rows.js';
+import { openStoreClients } from '../control/store/client.js';
+import { ClickHouseFlowStore, encodedSlices } from '../control/store/flow-store.js';
 import type { FlowRecordBatch } from '../control/store/types.js';
 import { removeBpffs, tempBpffsDir } from '../test/lib/datapath.js';
 import { activeMapFiller, benchCollector } from './fixtures.js';
@@ -57,8 +58,6 @@ type Variant = keyof typeof VARIANTS;
 /** One variant in this process: CPU µs per flow of the paced inserts. */
 async function runVariant(name: Variant): Promise<number> {
   const v = VARIANTS[name];
-  const { ClickHouseFlowStore } = await import('../control/store/flow-store.js');
-  const { openStoreClients } = await import('../control/store/client.js');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-bench-cost-'));
   const opts = { target: { kind: 'embedded' as const, dir }, retentionDays: 30 };
   const store = await ClickHouseFlowStore.open(opts);
@@ -139,24 +138,27 @@ async function drainCost(rounds = 10): Promise<{ user: number; system: number }>
 
 /**
  * With --clickhouse-url the host's share after the drain: encoding the rows
- * it sends (FlowRowEncoder over the spool's 8,192-record slices, as
- * encodedSlices does). CPU µs per flow, best of `rounds`.
+ * it sends (the store's own encodedSlices over the spool's 8,192-record
+ * slices). CPU µs per flow, best of `rounds`.
  */
-function encodeCost(rounds = 3): number {
+async function encodeCost(rounds = 3): Promise<number> {
   const records = syntheticDrain(FLOWS, process.hrtime.bigint());
-  const epochOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
   const slice = CHUNK_RECORDS * FLOW_RECORD_SIZE;
+  const batch: FlowRecordBatch = {
+    format: 'FlowRecords',
+    rows: FLOWS,
+    host: 'bench',
+    ifaces: {},
+    epochOffsetNs: BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint(),
+    *records() {
+      for (let at = 0; at < records.length; at += slice) yield records.subarray(at, at + slice);
+    },
+  };
   let best = Infinity;
   for (let r = 0; r < rounds; r++) {
-    const encoder = new FlowRowEncoder({
-      host: 'bench',
-      ifaceName: (ifindex) => `if${ifindex}`,
-      monoToEpochNs: (ns) => ns + epochOffsetNs,
-      epochOffsetNs,
-    });
     const cpu0 = process.cpuUsage();
     let bytes = 0;
-    for (let at = 0; at < records.length; at += slice) bytes += encoder.encode(records.subarray(at, at + slice)).length;
+    for await (const body of encodedSlices([batch])) bytes += body.length;
     const cpu = process.cpuUsage(cpu0);
     if (bytes === 0) throw new Error('encoded nothing');
     best = Math.min(best, (cpu.user + cpu.system) / FLOWS);
@@ -185,11 +187,12 @@ async function main(): Promise<void> {
   }
   if (process.getuid?.() !== 0) throw new Error('the drain loads eBPF programs: run as root');
   const drain = await drainCost();
-  const encodeUs = encodeCost();
+  const encodeUs = await encodeCost();
   const names = Object.keys(VARIANTS) as Variant[];
   const v = Object.fromEntries(names.map((n) => [n, Infinity])) as Record<Variant, number>;
   for (let r = 0; r < ROUNDS; r++) for (const n of names) v[n] = Math.min(v[n], inChild(n));
   const drainUs = drain.user + drain.system;
+  const total = drainUs + v.merges;
   const parts: [string, string, number][] = [
     ['drain: flip, read the map, spool, release', 'agent', drainUs],
     ['read the spooled records, make rows', 'ship', v.read],
@@ -197,9 +200,8 @@ async function main(): Promise<void> {
     ['flows_1m view', 'ship', v['1m'] - v.flows],
     ['talkers_1h view', 'ship', v.talkers - v['1m']],
     ['merges within the window', 'ship', v.merges - v.talkers],
-    ['total', '', drainUs + v.merges],
+    ['total', '', total],
   ];
-  const total = drainUs + v.merges;
   console.log(
     `\nCPU per stored flow, embedded store (${BATCHES} drains of ${FLOWS.toLocaleString('en-US')}, ` +
       `${PER_INSERT} to an insert, offered ${OFFERED_FLOWS_PER_SEC.toLocaleString('en-US')}/s)\n`,

@@ -78,7 +78,7 @@ async function writeSlices(file: string, slices: Iterable<Buffer> | AsyncIterabl
  * as a stream with highWaterMark 1, a slice is encoded only when the request
  * takes more (at most one encoded slice waits besides the one being sent).
  */
-async function* encodedSlices(batches: readonly FlowRecordBatch[]): AsyncGenerator<Buffer> {
+export async function* encodedSlices(batches: readonly FlowRecordBatch[]): AsyncGenerator<Buffer> {
   for (const batch of batches) {
     const encoder = new FlowRowEncoder({
       host: batch.host,
