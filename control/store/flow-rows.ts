@@ -231,35 +231,67 @@ export class FlowRowEncoder {
 
 /*
  * The same rows without JavaScript in between, for the embedded engine:
- * ClickHouse reads the drained records as they are — RowBinary of the
- * record's fixed-size fields back to back is the packed record itself — and
- * FLOW_RECORDS_SELECT turns them into FLOW_COLUMNS with the same values
- * encodeFlowRows writes (store.test.ts inserts both ways and compares).
+ * ClickHouse reads the drained records as they are (RowBinary of fixed-size
+ * fields back to back is a packed record) and flowRecordsSelect turns them
+ * into FLOW_COLUMNS with the same values encodeFlowRows writes (store.test.ts
+ * inserts both ways and compares).
+ *
+ * The fields it reads are the two addresses as IPv6 and every other 8 bytes
+ * of the record as one little-endian UInt64 word; a record field is a shift
+ * and a mask of its word, computed a column at a time. RowBinary is parsed
+ * field by field for every row, so fewer, wider fields parse faster: 13
+ * instead of the record's 23 (measured in chDB, 200,000 records into a Null
+ * table: 0.15 µs a record to parse instead of 0.24).
  */
+const WORD = 8;
 
-/** A ClickHouse type for each record field: by size, addresses as IPv6, padding as bytes. */
-function recordFieldTypes(prefix: string, s: Struct): string[] {
-  return Object.entries(s.fields).map(([name, f]) => {
-    const type =
-      name.endsWith('_addr') && f.size === 16
-        ? 'IPv6'
-        : f.size === 1
-          ? 'UInt8'
-          : f.size === 2
-            ? 'UInt16'
-            : f.size === 4
-              ? 'UInt32'
-              : f.size === 8
-                ? 'UInt64'
-                : `FixedString(${f.size})`;
-    return `${prefix}${name} ${type}`;
-  });
+interface RecordField {
+  /** The structure's column holding the field. */
+  column: string;
+  /** The field's byte offset within that column (a word), 0 for an address. */
+  shift: number;
+  size: number;
 }
 
-/** The structure of one packed key||value record for file()/input() in RowBinary: k_<key field>, v_<value field>. */
-export const FLOW_RECORD_STRUCTURE = [...recordFieldTypes('k_', FLOW_KEY), ...recordFieldTypes('v_', FLOW_VALUE)].join(
-  ', ',
-);
+/** Every field of the packed key||value record, by name (k_<key field>, v_<value field>). */
+const RECORD_FIELDS: ReadonlyMap<string, RecordField> = (() => {
+  const fields = new Map<string, RecordField>();
+  for (const [prefix, s, base] of [
+    ['k_', FLOW_KEY, 0],
+    ['v_', FLOW_VALUE, FLOW_KEY.size],
+  ] as const) {
+    for (const [name, f] of Object.entries(s.fields)) {
+      const at = base + f.offset;
+      if (name.endsWith('_addr') && f.size === 16) {
+        fields.set(prefix + name, { column: prefix + name, shift: 0, size: 16 });
+        continue;
+      }
+      const word = at - (at % WORD);
+      if (at + f.size > word + WORD) throw new Error(`layout: ${prefix}${name} straddles an 8-byte word`);
+      fields.set(prefix + name, { column: `w${word}`, shift: at - word, size: f.size });
+    }
+  }
+  if (FLOW_RECORD_SIZE % WORD !== 0) throw new Error(`layout: a flow record is not whole words`);
+  return fields;
+})();
+
+/** The structure of one packed key||value record for file()/input() in RowBinary: addresses, then words. */
+export const FLOW_RECORD_STRUCTURE = (() => {
+  // Fields come in record order, so their columns do too (the addresses, then w32, w40, …).
+  const columns = new Map<string, string>();
+  for (const f of RECORD_FIELDS.values()) columns.set(f.column, f.size === 16 ? 'IPv6' : 'UInt64');
+  return [...columns].map(([c, type]) => `${c} ${type}`).join(', ');
+})();
+
+/** The expression of a record field over FLOW_RECORD_STRUCTURE, of its own width (UInt8 … UInt64, IPv6). */
+function recordField(name: string): string {
+  const f = RECORD_FIELDS.get(name);
+  if (!f) throw new Error(`layout: no record field ${name}`);
+  if (f.size === 16 || f.size === WORD) return f.column;
+  const bits = f.size * 8;
+  const shifted = f.shift === 0 ? f.column : `bitShiftRight(${f.column}, ${f.shift * 8})`;
+  return `toUInt${bits}(bitAnd(${shifted}, ${2 ** bits - 1}))`;
+}
 
 /** What the rows of raw records need besides the records (a spooled batch's meta). */
 export interface FlowRecordContext {
@@ -284,9 +316,10 @@ function sqlString(s: string): string {
  */
 export function flowRecordsSelect(source: string, ctx: FlowRecordContext): string {
   const ifaces = Object.entries(ctx.ifaces).filter(([k]) => /^\d{1,10}$/.test(k) && Number(k) < 2 ** 32);
-  const fallback = "concat('if', toString(k_ifindex))";
+  const ifindex = recordField('k_ifindex');
+  const fallback = `concat('if', toString(${ifindex}))`;
   const iface = ifaces.length
-    ? `transform(k_ifindex, CAST([${ifaces.map(([k]) => k).join(', ')}] AS Array(UInt32)), ` +
+    ? `transform(${ifindex}, CAST([${ifaces.map(([k]) => k).join(', ')}] AS Array(UInt32)), ` +
       `[${ifaces.map(([, v]) => sqlString(v)).join(', ')}], ${fallback})`
     : fallback;
   const offset = BigInt.asIntN(64, ctx.epochOffsetNs);
@@ -299,23 +332,23 @@ export function flowRecordsSelect(source: string, ctx: FlowRecordContext): strin
     // dictionary (~7% of an insert with its views, measured).
     host: `toLowCardinality(${sqlString(ctx.host)})`,
     iface: `toLowCardinality(${iface})`,
-    direction: 'if(k_direction = 2, 2, 1)',
-    first_seen: micros('v_first_seen_ns'),
-    last_seen: micros('v_last_seen_ns'),
-    src_addr: 'k_src_addr',
-    dst_addr: 'k_dst_addr',
-    src_port: 'k_src_port',
-    dst_port: 'k_dst_port',
-    protocol: 'k_protocol',
-    vlan: 'k_vlan',
-    inner_vlan: 'k_inner_vlan',
-    tcp_flags: 'bitAnd(v_tcp_flags, 255)',
-    tcp_flags_ns: 'bitAnd(bitShiftRight(v_tcp_flags, 8), 1)',
-    packets: 'v_packets',
-    bytes: 'v_bytes',
-    dropped_packets: 'v_dropped_packets',
-    dropped_bytes: 'v_dropped_bytes',
-    rule_id: 'v_rule_id',
+    direction: `if(${recordField('k_direction')} = 2, 2, 1)`,
+    first_seen: micros(recordField('v_first_seen_ns')),
+    last_seen: micros(recordField('v_last_seen_ns')),
+    src_addr: recordField('k_src_addr'),
+    dst_addr: recordField('k_dst_addr'),
+    src_port: recordField('k_src_port'),
+    dst_port: recordField('k_dst_port'),
+    protocol: recordField('k_protocol'),
+    vlan: recordField('k_vlan'),
+    inner_vlan: recordField('k_inner_vlan'),
+    tcp_flags: `bitAnd(${recordField('v_tcp_flags')}, 255)`,
+    tcp_flags_ns: `bitAnd(bitShiftRight(${recordField('v_tcp_flags')}, 8), 1)`,
+    packets: recordField('v_packets'),
+    bytes: recordField('v_bytes'),
+    dropped_packets: recordField('v_dropped_packets'),
+    dropped_bytes: recordField('v_dropped_bytes'),
+    rule_id: recordField('v_rule_id'),
   };
   return `SELECT ${FLOW_COLUMNS.map((c) => `${expr[c]} AS ${c}`).join(', ')} FROM ${source}`;
 }
