@@ -24,7 +24,6 @@ import {
   FLOW_RECORD_SIZE,
   FLOW_VALUE,
   flowRecordCount,
-  type Struct,
 } from '../datapath/layout.js';
 import type { EncodedRows } from './types.js';
 
