@@ -9,7 +9,7 @@
  * second, CPU of the process (inserts, views and the merges that start
  * within the window). A part's cost is the difference between two variants:
  *
- *   read     flows is a Null table, no views: read the records, make rows
+ *   read     flows is a Null table, no views: the records to a sorted Native block, read back
  *   flows    + the flows part                  (no views, merges stopped)
  *   1m       + the flows_1m view               (talkers view dropped, merges stopped)
  *   talkers  + the talkers_1h view             (merges stopped)
@@ -195,7 +195,7 @@ async function main(): Promise<void> {
   const total = drainUs + v.merges;
   const parts: [string, string, number][] = [
     ['drain: flip, read the map, spool, release', 'agent', drainUs],
-    ['read the spooled records, make rows', 'ship', v.read],
+    ['spooled records to a sorted block, read', 'ship', v.read],
     ['write the flows part', 'ship', v.flows - v.read],
     ['flows_1m view', 'ship', v['1m'] - v.flows],
     ['talkers_1h view', 'ship', v.talkers - v['1m']],

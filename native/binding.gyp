@@ -11,6 +11,7 @@
         "src/config.cc",
         "src/datapath.cc",
         "src/errors.cc",
+        "src/flow_block.cc",
         "src/flow_slots.cc",
         "src/info.cc",
         "src/layout.cc",

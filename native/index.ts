@@ -181,6 +181,25 @@ export interface NativeBinding {
    * touched again is a minor fault. Returns the bytes of the mappings released.
    */
   releaseFilePages(pathFragment: string): number;
+  /**
+   * Drained flow records to a ClickHouse Native file of flowgate.flows rows
+   * (every column, the table's types), sorted by the flows and talkers_1h
+   * ORDER BY, on the libuv pool. Resolves to the rows written; rejects
+   * naming the file that could not be read or written, or was short.
+   */
+  writeFlowBlock(outPath: string, sources: readonly FlowBlockSource[]): Promise<number>;
+}
+
+/** One drained batch for writeFlowBlock: `rows` records of the packed layout after `offset` bytes of `path`. */
+export interface FlowBlockSource {
+  path: string;
+  offset: number;
+  rows: number;
+  host: string;
+  /** Wall clock minus CLOCK_MONOTONIC at the drain, ns. */
+  epochOffsetNs: bigint;
+  /** ifindex → interface name; another ifindex is named `if<ifindex>`. */
+  ifaces: Readonly<Record<string, string>>;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

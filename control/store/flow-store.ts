@@ -13,7 +13,9 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import type { Logger } from 'pino';
 import { SerialQueue } from '../util/serial.js';
 import { openStoreClients, type StoreClients } from './client.js';
-import { FLOW_COLUMNS, FLOW_RECORD_STRUCTURE, FlowRowEncoder, flowRecordsSelect } from './flow-rows.js';
+import { loadNative, type FlowBlockSource } from '../../native/index.js';
+import { FLOW_RECORD_SIZE } from '../datapath/layout.js';
+import { FLOW_COLUMNS, FlowRowEncoder } from './flow-rows.js';
 import { toStoreError } from './errors.js';
 import { clusterSchemaDir, defaultSchemaDir, migrate } from './migrate.js';
 import { guardReadOnlySql } from './sql-guard.js';
@@ -48,6 +50,13 @@ function identifier(name: string): string {
 function literal(s: string): string {
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
+
+/** An insert of at most FLOW_GROUP_MAX_ROWS rows forms one block: squashed up to them, never cut by bytes. */
+const ONE_BLOCK = {
+  min_insert_block_size_rows: String(FLOW_GROUP_MAX_ROWS),
+  min_insert_block_size_bytes: '0',
+  max_insert_block_size: String(FLOW_GROUP_MAX_ROWS),
+} as const;
 
 function settingsClause(settings: Record<string, string | number | undefined>): string {
   return Object.entries(settings)
@@ -176,18 +185,7 @@ export class ClickHouseFlowStore implements FlowStore {
     } as const;
     // A group is one block whatever order its rows come in: squashed up to all its rows,
     // never cut by bytes, and (parsed, on a server) never cut before them.
-    const oneBlock: {
-      min_insert_block_size_rows?: string;
-      min_insert_block_size_bytes?: string;
-      max_insert_block_size?: string;
-    } =
-      batches === undefined
-        ? {}
-        : {
-            min_insert_block_size_rows: String(FLOW_GROUP_MAX_ROWS),
-            min_insert_block_size_bytes: '0',
-            max_insert_block_size: String(FLOW_GROUP_MAX_ROWS),
-          };
+    const oneBlock = batches === undefined ? {} : ONE_BLOCK;
     const scratch = this.clients.scratchDir;
     if (scratch) {
       // chDB: through a file (its connection would turn the body into a string and append it to the statement).
@@ -208,17 +206,15 @@ export class ClickHouseFlowStore implements FlowStore {
                 `SETTINGS ${settingsClause(settings)} FORMAT RowBinary`,
             });
           } else {
-            // The records as they are: the engine reads and converts them (flow-rows.ts), no encoding here.
-            // One stream from the file to the table, so a retry forms the same blocks in the same order
-            // and the token's per-block deduplication drops every one of them (no slower: measured).
-            // A group reads its batches one after the other (UNION ALL, one thread) into its one block.
-            const selects: string[] = [];
-            for (const batch of batches ?? [one as FlowRecordBatch])
-              selects.push(await this.recordsSelect(batch, scratchFile));
+            // The records as one Native file of finished rows, sorted as the flows and talkers_1h
+            // parts are (native/src/flow_block.cc): the engine neither parses a row nor sorts the
+            // block. The same records make the same bytes, so a retry forms the same blocks and
+            // the token's per-block deduplication drops every one of them.
+            const block = await this.flowBlock(batches ?? [one as FlowRecordBatch], scratchFile);
             await w.command({
               query:
-                `INSERT INTO flowgate.flows (${columns}) ${selects.join(' UNION ALL ')} ` +
-                `SETTINGS ${settingsClause({ ...settings, ...oneBlock, max_threads: 1, max_insert_threads: 1 })}`,
+                `INSERT INTO flowgate.flows (${columns}) SELECT ${columns} FROM file(${literal(block)}, 'Native') ` +
+                `SETTINGS ${settingsClause({ ...settings, ...ONE_BLOCK, max_threads: 1, max_insert_threads: 1 })}`,
             });
           }
         } finally {
@@ -247,20 +243,25 @@ export class ClickHouseFlowStore implements FlowStore {
   }
 
   /**
-   * The embedded engine's SELECT of one batch's rows: a spooled batch is read
-   * where it lies, its header skipped as whole records (one thread: LIMIT/OFFSET
-   * count rows in file order); otherwise through a copy in a scratch file.
+   * The embedded engine's input of an insert: its batches' rows in one Native
+   * file. A spooled batch is read where it lies, after its header; another
+   * through a copy in a scratch file.
    */
-  private async recordsSelect(batch: FlowRecordBatch, scratchFile: () => string): Promise<string> {
-    const { inPlace } = batch;
-    let file = inPlace?.path;
-    if (file === undefined) {
-      file = scratchFile();
-      await writeSlices(file, batch.records());
+  private async flowBlock(batches: readonly FlowRecordBatch[], scratchFile: () => string): Promise<string> {
+    const sources: FlowBlockSource[] = [];
+    for (const batch of batches) {
+      let path = batch.inPlace?.path;
+      const offset = (batch.inPlace?.skipRecords ?? 0) * FLOW_RECORD_SIZE;
+      if (path === undefined) {
+        path = scratchFile();
+        await writeSlices(path, batch.records());
+      }
+      const { rows, host, epochOffsetNs, ifaces } = batch;
+      sources.push({ path, offset: batch.inPlace ? offset : 0, rows, host, epochOffsetNs, ifaces });
     }
-    const source = `file(${literal(file)}, 'RowBinary', ${literal(FLOW_RECORD_STRUCTURE)})`;
-    const window = inPlace ? ` LIMIT ${batch.rows} OFFSET ${inPlace.skipRecords}` : '';
-    return `${flowRecordsSelect(source, batch)}${window}`;
+    const block = scratchFile();
+    await loadNative().writeFlowBlock(block, sources);
+    return block;
   }
 
   async insertIfaceCounters(rows: readonly IfaceCounterRow[], token?: string): Promise<void> {

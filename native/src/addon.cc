@@ -5,6 +5,7 @@
 #include "attach.h"
 #include "datapath.h"
 #include "errors.h"
+#include "flow_block.h"
 #include "info.h"
 #include "layout.h"
 #include "libbpf_log.h"
@@ -48,6 +49,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	exports.Set("ifindex", Napi::Function::New(env, Ifindex, "ifindex"));
 	exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpusJs, "possibleCpus"));
 	exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc, "tuneMalloc"));
+	exports.Set("writeFlowBlock", Napi::Function::New(env, WriteFlowBlockJs, "writeFlowBlock"));
 	exports.Set("releaseFilePages", Napi::Function::New(env, ReleaseFilePages, "releaseFilePages"));
 	return exports;
 }

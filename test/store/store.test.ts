@@ -11,7 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import { FLOW_RECORD_OFFSETS, FLOW_RECORD_SIZE } from '../../control/datapath/layout.js';
-import { FLOW_RECORD_STRUCTURE, encodeFlowRows, flowRecordsSelect } from '../../control/store/flow-rows.js';
+import { encodeFlowRows } from '../../control/store/flow-rows.js';
+import { loadNative } from '../../native/index.js';
 import { ClickHouseFlowStore } from '../../control/store/flow-store.js';
 import { embeddedDataDir } from '../../control/store/client.js';
 import { defaultSchemaDir, migrate } from '../../control/store/migrate.js';
@@ -413,7 +414,7 @@ describe('insertFlows of raw drain records (the embedded engine converts them)',
     `SELECT host, iface, toInt8(direction) AS d, toString(first_seen) AS f, toString(last_seen) AS l,
             toString(src_addr) AS sa, toString(dst_addr) AS da, src_port, dst_port, protocol, vlan, inner_vlan,
             tcp_flags, tcp_flags_ns, toString(packets) AS p, toString(bytes) AS b, toString(dropped_packets) AS dp,
-            toString(dropped_bytes) AS db, rule_id FROM (${source})`;
+            toString(dropped_bytes) AS db, rule_id FROM (${source}) ORDER BY ALL`;
   const ROW_BINARY_STRUCTURE =
     "host String, iface String, direction Enum8('ingress' = 1, 'egress' = 2), first_seen DateTime64(6, 'UTC'), " +
     "last_seen DateTime64(6, 'UTC'), src_addr IPv6, dst_addr IPv6, src_port UInt16, dst_port UInt16, protocol UInt8, " +
@@ -427,29 +428,62 @@ describe('insertFlows of raw drain records (the embedded engine converts them)',
       // Offsets: the usual, one that puts early flows before 1970, one with a remainder of 999 ns.
       for (const offset of [OFFSET, -(2n ** 58n), 1_700_000_000_000_000_999n]) {
         const raw = path.join(dir, 'raw.bin');
+        const block = path.join(dir, 'block.native');
         const enc = path.join(dir, 'enc.bin');
-        writeFileSync(raw, records);
+        // A header's worth of other bytes first, as in a spooled batch.
+        writeFileSync(raw, Buffer.concat([Buffer.alloc(FLOW_RECORD_SIZE, 0xee), records]));
+        const source = { path: raw, offset: FLOW_RECORD_SIZE, rows: 3000, host: 'test-host', ifaces: names };
+        assert.equal(await loadNative().writeFlowBlock(block, [{ ...source, epochOffsetNs: offset }]), 3000);
         writeFileSync(enc, encodeFlowRows(records, { ...context(offset, names), epochOffsetNs: offset }).body);
-        const fromRaw = await rows<Record<string, unknown>>(
+        const fromBlock = await rows<Record<string, unknown>>(
           client,
-          normalized(
-            flowRecordsSelect(`file('${raw}', 'RowBinary', '${FLOW_RECORD_STRUCTURE}')`, {
-              host: 'test-host',
-              ifaces: names,
-              epochOffsetNs: offset,
-            }),
-          ),
+          normalized(`SELECT * FROM file('${block}', 'Native')`),
         );
         const fromEncoded = await rows<Record<string, unknown>>(
           client,
           normalized(`SELECT * FROM file('${enc}', 'RowBinary', '${ROW_BINARY_STRUCTURE.replace(/'/g, "\\'")}')`),
         );
-        assert.equal(fromRaw.length, 3000);
-        assert.deepEqual(fromRaw, fromEncoded);
+        assert.equal(fromBlock.length, 3000);
+        assert.deepEqual(fromBlock, fromEncoded);
       }
     } finally {
       await client.close();
     }
+  });
+
+  it('writes a block of exactly the columns and types of flowgate.flows', async () => {
+    const raw = path.join(dir, 'raw-types.bin');
+    const block = path.join(dir, 'types.native');
+    writeFileSync(raw, sample(10));
+    await loadNative().writeFlowBlock(block, [
+      { path: raw, offset: 0, rows: 10, host: 'h', ifaces: names, epochOffsetNs: OFFSET },
+    ]);
+    const client = rawClient();
+    try {
+      const describe = async (from: string): Promise<Array<{ name: string; type: string }>> =>
+        (await rows<{ name: string; type: string }>(client, `DESCRIBE ${from}`)).map(({ name, type }) => ({
+          name,
+          type,
+        }));
+      assert.deepEqual(await describe(`file('${block}', 'Native')`), await describe('flowgate.flows'));
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('refuses a source file shorter than its rows, or absent, naming it', async () => {
+    const raw = path.join(dir, 'short.bin');
+    writeFileSync(raw, sample(3).subarray(0, 2 * FLOW_RECORD_SIZE + 7));
+    const block = path.join(dir, 'short.native');
+    const source = { path: raw, offset: 0, rows: 3, host: 'h', ifaces: {}, epochOffsetNs: OFFSET };
+    await assert.rejects(loadNative().writeFlowBlock(block, [source]), (e: Error) =>
+      e.message.includes(`${raw} holds ${2 * FLOW_RECORD_SIZE + 7} bytes, not the 3 flow records`),
+    );
+    const absent = path.join(dir, 'absent.bin');
+    await assert.rejects(
+      loadNative().writeFlowBlock(block, [{ ...source, path: absent }]),
+      (e: Error & { code?: string }) => e.code === 'ENOENT' && e.message.includes(absent),
+    );
   });
 
   it('lands once per token, with the rollups, and the records may come in slices', async () => {
@@ -564,8 +598,28 @@ describe('insertFlows of raw drain records (the embedded engine converts them)',
       ).rows;
     try {
       await client.command({ query: 'SYSTEM STOP MERGES flowgate.flows' });
+      const sortedBlocks = async (): Promise<number> =>
+        Number(
+          (
+            await rows<{ value: string }>(
+              client,
+              "SELECT value FROM system.events WHERE event = 'MergeTreeDataWriterBlocksAlreadySorted'",
+            )
+          )[0]?.value ?? 0,
+        );
+      const sortedBefore = await sortedBlocks();
       const buf = shipBuffer();
       assert.equal(await shipGroup(spool, infos, 'test:group', store, buf), 9000);
+      // The block came in the order of both parts (hosts, interface names and equal address pairs across
+      // batches included): the engine sorted neither the flows nor the talkers_1h part.
+      const [[flowParts, talkerParts]] = (
+        await store.query(
+          `SELECT (SELECT uniqExact(_part) FROM flows WHERE host LIKE 'group-%'),
+                  (SELECT uniqExact(_part) FROM talkers_1h WHERE host LIKE 'group-%')`,
+          LIMITS,
+        )
+      ).rows as [[number, number]];
+      assert.equal((await sortedBlocks()) - sortedBefore, flowParts + talkerParts);
       const landed = await perHost();
       assert.deepEqual(
         landed.map((r) => [r[0], r[1], r[4]]),
