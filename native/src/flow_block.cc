@@ -40,9 +40,9 @@ T Field(const uint8_t *rec, size_t offset)
 #define FG_VALUE_FIELD(rec, f) Field<decltype(fg_flow_value::f)>(rec, kKeySize + offsetof(fg_flow_value, f))
 
 /*
- * A kernel time (CLOCK_MONOTONIC ns) as epoch microseconds, clamped at 1970:
- * what the JavaScript encoder (flow-rows.ts) computes, in 64-bit wrapping
- * arithmetic and division toward zero.
+ * A kernel time (CLOCK_MONOTONIC ns) as epoch microseconds, clamped at 1970,
+ * as the JavaScript encoder (flow-rows.ts) has it: the sum wraps at 64 bits,
+ * and a time before 1970 is 0 however its division rounds.
  */
 int64_t EpochMicros(uint64_t monoNs, int64_t epochOffsetNs)
 {
