@@ -250,14 +250,14 @@ export class ClickHouseFlowStore implements FlowStore {
   private async flowBlock(batches: readonly FlowRecordBatch[], scratchFile: () => string): Promise<string> {
     const sources: FlowBlockSource[] = [];
     for (const batch of batches) {
-      let path = batch.inPlace?.path;
-      const offset = (batch.inPlace?.skipRecords ?? 0) * FLOW_RECORD_SIZE;
+      const { inPlace, rows, host, epochOffsetNs, ifaces } = batch;
+      let path = inPlace?.path;
       if (path === undefined) {
         path = scratchFile();
         await writeSlices(path, batch.records());
       }
-      const { rows, host, epochOffsetNs, ifaces } = batch;
-      sources.push({ path, offset: batch.inPlace ? offset : 0, rows, host, epochOffsetNs, ifaces });
+      const offset = (inPlace?.skipRecords ?? 0) * FLOW_RECORD_SIZE;
+      sources.push({ path, offset, rows, host, epochOffsetNs, ifaces });
     }
     const block = scratchFile();
     await loadNative().writeFlowBlock(block, sources);

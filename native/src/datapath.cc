@@ -63,23 +63,6 @@ Napi::Object AttachResultToJs(Napi::Env env, const AttachResult &r)
 	return o;
 }
 
-/*
- * For the Promise-returning methods: bad arguments, a closed datapath or an
- * unknown map reject the Promise instead of throwing, so `.catch()` and
- * `await` see every failure the same way.
- */
-template <typename F>
-Napi::Value Async(Napi::Env env, F &&f)
-{
-	try {
-		return Guard(env, f);
-	} catch (const Napi::Error &e) {
-		Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
-		d.Reject(e.Value());
-		return d.Promise();
-	}
-}
-
 } // namespace
 
 Napi::Function Datapath::DefineClass(Napi::Env env)

@@ -80,6 +80,23 @@ auto Guard(Napi::Env env, F &&f) -> decltype(f())
 }
 
 /*
+ * For the Promise-returning functions: bad arguments, a closed datapath or an
+ * unknown map reject the Promise instead of throwing, so `.catch()` and
+ * `await` see every failure the same way.
+ */
+template <typename F>
+Napi::Value Async(Napi::Env env, F &&f)
+{
+	try {
+		return Guard(env, f);
+	} catch (const Napi::Error &e) {
+		Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+		d.Reject(e.Value());
+		return d.Promise();
+	}
+}
+
+/*
  * Run f on a worker thread: an ErrnoError it throws (or running out of
  * memory, as ENOMEM "<oomWhat>") is returned, for the worker to reject with.
  */

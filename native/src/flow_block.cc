@@ -1,6 +1,7 @@
 #include "flow_block.h"
 
 #include "errors.h"
+#include "fd.h"
 
 #include <flowgate.h>
 
@@ -69,8 +70,27 @@ struct RowKey {
 	int64_t hour;
 	uint64_t src[2];
 	uint64_t dst[2];
-	uint64_t names; /* host rank << 40 | iface rank << 8 | direction */
+	uint64_t names; /* host << 40 | iface << 8 | direction: see Names() */
 	uint32_t row;
+
+	/* host and iface: ranks in their dictionaries (ids while the dictionaries are still open). */
+	static uint64_t Names(uint32_t host, uint32_t iface, int8_t direction)
+	{
+		return static_cast<uint64_t>(host) << 40 | static_cast<uint64_t>(iface) << 8 |
+		       static_cast<uint8_t>(direction);
+	}
+	uint32_t Host() const
+	{
+		return static_cast<uint32_t>(names >> 40);
+	}
+	uint32_t Iface() const
+	{
+		return static_cast<uint32_t>((names >> 8) & 0xffffffff);
+	}
+	int8_t Dir() const
+	{
+		return static_cast<int8_t>(names & 0xff);
+	}
 
 	bool operator<(const RowKey &o) const
 	{
@@ -158,7 +178,7 @@ public:
 	{
 		return bytes_;
 	}
-	/* Make room for n more bytes; the next n bytes of Put/Raw need no check. */
+	/* Make room for n more bytes up front: appending within them never reallocates. */
 	void Reserve(size_t n)
 	{
 		bytes_.reserve(bytes_.size() + n);
@@ -232,34 +252,6 @@ private:
 	std::vector<uint8_t> bytes_;
 };
 
-class Fd
-{
-public:
-	explicit Fd(int fd) : fd_(fd)
-	{
-	}
-	~Fd()
-	{
-		if (fd_ >= 0)
-			close(fd_);
-	}
-	Fd(const Fd &) = delete;
-	Fd &operator=(const Fd &) = delete;
-	int get() const
-	{
-		return fd_;
-	}
-	int release()
-	{
-		int fd = fd_;
-		fd_ = -1;
-		return fd;
-	}
-
-private:
-	int fd_;
-};
-
 /*
  * One source's records, mapped from its file (the page cache as it is: no
  * copy, no fresh pages to clear). Unmapped when it goes.
@@ -271,7 +263,7 @@ public:
 	{
 		if (src.rows == 0)
 			return;
-		Fd fd(open(src.path.c_str(), O_RDONLY | O_CLOEXEC));
+		UniqueFd fd(open(src.path.c_str(), O_RDONLY | O_CLOEXEC));
 		if (fd.get() < 0)
 			throw ErrnoError(errno, "open " + src.path);
 		struct stat st;
@@ -398,7 +390,7 @@ uint64_t WriteFlowBlock(const std::string &outPath, const std::vector<FlowBlockS
 		const FlowBlockSource &src = sources[s];
 		mapped.emplace_back(src);
 		firstRow.push_back(at);
-		uint64_t host = hosts.Add(src.host);
+		uint32_t host = hosts.Add(src.host);
 		std::unordered_map<uint32_t, uint32_t> ifaceIds; /* this source's ifindex → name id */
 		for (uint64_t i = at; i < at + src.rows; i++) {
 			const uint8_t *rec = mapped.back().At(i - at);
@@ -415,8 +407,7 @@ uint64_t WriteFlowBlock(const std::string &outPath, const std::vector<FlowBlockS
 			AddressWords(rec + offsetof(fg_flow_key, src_addr), k.src);
 			AddressWords(rec + offsetof(fg_flow_key, dst_addr), k.dst);
 			/* names holds the ids for now, the ranks once every name is known */
-			k.names = host << 40 | static_cast<uint64_t>(it->second) << 8 |
-				  static_cast<uint8_t>(Direction(rec));
+			k.names = RowKey::Names(host, it->second, Direction(rec));
 			k.row = static_cast<uint32_t>(i);
 			sourceOf[i] = s;
 		}
@@ -424,14 +415,11 @@ uint64_t WriteFlowBlock(const std::string &outPath, const std::vector<FlowBlockS
 	}
 	hosts.Seal();
 	ifaces.Seal();
-	for (RowKey &k : keys) {
-		uint64_t host = hosts.Rank(static_cast<uint32_t>(k.names >> 40));
-		uint64_t iface = ifaces.Rank(static_cast<uint32_t>((k.names >> 8) & 0xffffffff));
-		k.names = host << 40 | iface << 8 | (k.names & 0xff);
-	}
+	for (RowKey &k : keys)
+		k.names = RowKey::Names(hosts.Rank(k.Host()), ifaces.Rank(k.Iface()), k.Dir());
 	std::sort(keys.begin(), keys.end());
 
-	Fd fd(open(outPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+	UniqueFd fd(open(outPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
 	if (fd.get() < 0)
 		throw ErrnoError(errno, "open " + outPath);
 	/* Each block's records are gathered in order first, so its column passes read memory sequentially. */
@@ -455,8 +443,8 @@ uint64_t WriteFlowBlock(const std::string &outPath, const std::vector<FlowBlockS
 			if (start + i + 8 < total)
 				__builtin_prefetch(recordOf(keys[start + i + 8].row));
 			std::memcpy(ordered.data() + i * kRecordSize, recordOf(k.row), kRecordSize);
-			hostIdx[i] = static_cast<uint32_t>(k.names >> 40);
-			ifaceIdx[i] = static_cast<uint32_t>((k.names >> 8) & 0xffffffff);
+			hostIdx[i] = k.Host();
+			ifaceIdx[i] = k.Iface();
 			offsets[i] = sources[sourceOf[k.row]].epochOffsetNs;
 		}
 		out.Clear();
@@ -556,7 +544,7 @@ FlowBlockSource SourceFrom(Napi::Env env, Napi::Value v, size_t i)
 Napi::Value WriteFlowBlockJs(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
-	try {
+	return Async(env, [&]() -> Napi::Value {
 		if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray())
 			ThrowTypeError(env, kUsage);
 		Napi::Array arr = info[1].As<Napi::Array>();
@@ -565,11 +553,7 @@ Napi::Value WriteFlowBlockJs(const Napi::CallbackInfo &info)
 			sources.push_back(SourceFrom(env, arr.Get(i), i));
 		auto *worker = new FlowBlockWorker(env, info[0].As<Napi::String>(), std::move(sources));
 		return worker->Start();
-	} catch (const Napi::Error &e) {
-		Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
-		d.Reject(e.Value());
-		return d.Promise();
-	}
+	});
 }
 
 } // namespace fg
