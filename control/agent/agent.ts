@@ -15,6 +15,7 @@ import { MonotonicClock } from './clock.js';
 import { Collector, type DrainSummary, type DrainTrigger } from './collector.js';
 import { LocalShip } from './local-ship.js';
 import { ShipClient, type Ship } from './ship-client.js';
+import { insertIntervalMs } from './shipper.js';
 import { Spool } from './spool.js';
 import { IfaceHistory } from './iface-history.js';
 import { RuleService, type RuleUpstream } from '../rules/service.js';
@@ -163,6 +164,7 @@ export class Agent implements AgentApi {
       spoolDir: config.spoolDir,
       spoolMaxBytes: config.spoolMaxBytes,
       store: { target: config.store, retentionDays: config.retentionDays },
+      minInsertIntervalMs: insertIntervalMs(config.drainIntervalMs),
     };
     const shipEvents = {
       onInserted: (rows: number, seconds: number) => deps.metrics.inserted(rows, seconds),

@@ -16,10 +16,10 @@ import {
   type QueryResult,
   type RuleCounterRow,
   type RuleHistoryStoreRow,
-  type StoreOptions,
 } from '../store/types.js';
 import { HistoryQueue } from './history-queue.js';
 import type { Ship, ShipEvents } from './ship-client.js';
+import type { ShipWorkerData } from './ship-worker.js';
 import { Shipper } from './shipper.js';
 import { Spool } from './spool.js';
 
@@ -27,7 +27,7 @@ export class LocalShip implements Ship {
   private readonly shipper: Shipper;
   private readonly history: HistoryQueue;
 
-  constructor(opts: { spoolDir: string; spoolMaxBytes: number; store: StoreOptions }, events: ShipEvents, log: Logger) {
+  constructor(opts: ShipWorkerData, events: ShipEvents, log: Logger) {
     const shipLog = log.child({ part: 'shipper' });
     this.shipper = new Shipper({
       spool: new Spool(opts.spoolDir, opts.spoolMaxBytes),
@@ -35,6 +35,7 @@ export class LocalShip implements Ship {
       log: shipLog,
       onInserted: events.onInserted,
       onError: events.onError,
+      minInsertIntervalMs: opts.minInsertIntervalMs,
     });
     this.shipper.start();
     this.history = new HistoryQueue(() => (this.shipper.healthy ? this.shipper.store : undefined), shipLog);

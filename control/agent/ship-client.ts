@@ -18,7 +18,6 @@ import {
   type QueryResult,
   type RuleCounterRow,
   type RuleHistoryStoreRow,
-  type StoreOptions,
 } from '../store/types.js';
 import type { FromWorker, ShipWorkerData, ToWorker } from './ship-worker.js';
 
@@ -64,7 +63,7 @@ export class ShipClient implements Ship {
   private restartTimer?: NodeJS.Timeout;
 
   constructor(
-    private readonly opts: { spoolDir: string; spoolMaxBytes: number; store: StoreOptions },
+    private readonly opts: ShipWorkerData,
     private readonly events: ShipEvents,
   ) {
     this.spawn();

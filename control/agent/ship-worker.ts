@@ -27,6 +27,8 @@ export interface ShipWorkerData {
   spoolDir: string;
   spoolMaxBytes: number;
   store: StoreOptions;
+  /** Least time between insert starts (shipper.ts insertIntervalMs); absent: MIN_INSERT_INTERVAL_MS. */
+  minInsertIntervalMs?: number;
 }
 
 export type ToWorker =
@@ -77,6 +79,7 @@ const shipper = new Shipper({
   onInserted: (rows, seconds) => post({ type: 'inserted', rows, seconds }),
   onError: () => post({ type: 'error' }),
   onState: (healthy, lastError) => post({ type: 'state', healthy, lastError }),
+  minInsertIntervalMs: data.minInsertIntervalMs,
 });
 shipper.start();
 

@@ -11,7 +11,14 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
-import { GROUP_MAX_BATCHES, Shipper, insertToken, planInsert } from '../../control/agent/shipper.js';
+import {
+  GROUP_MAX_BATCHES,
+  MIN_INSERT_INTERVAL_MS,
+  Shipper,
+  insertIntervalMs,
+  insertToken,
+  planInsert,
+} from '../../control/agent/shipper.js';
 import { Spool, batchToken, type BatchInfo, type BatchMeta } from '../../control/agent/spool.js';
 import { FLOW_RECORD_SIZE } from '../../control/datapath/layout.js';
 import {
@@ -225,6 +232,13 @@ describe('shipper', () => {
       );
     }),
   );
+
+  it('waits for the insert interval, but never longer than the drain interval', () => {
+    assert.equal(MIN_INSERT_INTERVAL_MS, 2000);
+    assert.equal(insertIntervalMs(5000), 2000); // the default --drain-interval: no batch waits
+    assert.equal(insertIntervalMs(2000), 2000);
+    assert.equal(insertIntervalMs(500), 500); // a short interval was chosen for fresh rows: kept
+  });
 
   it(
     'does not hold back a full group',
