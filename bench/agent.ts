@@ -70,6 +70,11 @@ export interface PipelineResult {
   paced: OverlappedRun;
   /** Every paced run, each into a fresh store (how many merges fall inside one window varies). */
   pacedRuns: OverlappedRun[];
+  /**
+   * One paced run `sustainedBatches` drains long (absent: not asked): merges
+   * of wider levels fall inside it, so it costs more a flow than a short window.
+   */
+  sustained?: OverlappedRun;
   /** overlapped.flowsPerSec: wall clock, two cores. */
   overlappedFlowsPerSec: number;
   /** paced.perCoreFlowsPerSec: what one core sustains at the target rate. */
@@ -187,7 +192,13 @@ async function runOverlapped(opts: {
   }
 }
 
-export async function benchPipeline(flows: number, rounds = 3, batches = 5, pacedRepeats = 3): Promise<PipelineResult> {
+export async function benchPipeline(
+  flows: number,
+  rounds = 3,
+  batches = 5,
+  pacedRepeats = 3,
+  sustainedBatches = 0,
+): Promise<PipelineResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-bench-'));
   const bpffs = tempBpffsDir();
   const dp = Datapath.open({ bpffs, maxFlows: Math.ceil(flows * 1.25), maxRules: 1024, maxPrefixes: 1024 });
@@ -201,8 +212,8 @@ export async function benchPipeline(flows: number, rounds = 3, batches = 5, pace
     // Overlapped first, on a quiet machine: a ship process inserts while this one drains, as in
     // the agent. (Run after the sequential rounds, it shared the cores with the merges of their store.)
     // Twice, each into a fresh store: as fast as the drains go, then offered at the target rate.
-    const overlappedRun = (name: string, offeredFlowsPerSec?: number): Promise<OverlappedRun> =>
-      runOverlapped({ dir: path.join(dir, name), flows, batches, fill, collectorFor, offeredFlowsPerSec });
+    const overlappedRun = (name: string, offeredFlowsPerSec?: number, n = batches): Promise<OverlappedRun> =>
+      runOverlapped({ dir: path.join(dir, name), flows, batches: n, fill, collectorFor, offeredFlowsPerSec });
     const fastest = await overlappedRun('fastest');
     // The per-core figure moves by ±20% from run to run on this VM (how many merges a window
     // holds, how many batches each insert groups): the median of several paced runs.
@@ -211,6 +222,9 @@ export async function benchPipeline(flows: number, rounds = 3, batches = 5, pace
     const paced = [...pacedRuns].sort((a, b) => a.perCoreFlowsPerSec - b.perCoreFlowsPerSec)[
       Math.floor(pacedRuns.length / 2)
     ]!;
+    // A short window ends before the second level of merges: the long run shows what they add.
+    const sustained =
+      sustainedBatches > 0 ? await overlappedRun('sustained', TARGET_FLOWS_PER_SEC, sustainedBatches) : undefined;
 
     // Sequential: drain, then ship each spooled batch, in this process.
     store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 30 });
@@ -254,6 +268,7 @@ export async function benchPipeline(flows: number, rounds = 3, batches = 5, pace
       overlapped: fastest,
       paced,
       pacedRuns,
+      sustained,
       overlappedFlowsPerSec: fastest.flowsPerSec,
       perCoreFlowsPerSec: paced.perCoreFlowsPerSec,
       batches,
