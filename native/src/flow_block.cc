@@ -2,6 +2,7 @@
 
 #include "errors.h"
 #include "fd.h"
+#include "promise_worker.h"
 
 #include <flowgate.h>
 
@@ -15,7 +16,6 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
-#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -461,43 +461,31 @@ namespace
 
 constexpr uint32_t kBlockRows = 65536;
 
-class FlowBlockWorker : public Napi::AsyncWorker
+class FlowBlockWorker : public PromiseWorker
 {
 public:
 	FlowBlockWorker(Napi::Env env, std::string outPath, std::vector<FlowBlockSource> sources)
-	    : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), outPath_(std::move(outPath)),
-	      sources_(std::move(sources))
+	    : PromiseWorker(env), outPath_(std::move(outPath)), sources_(std::move(sources))
 	{
-	}
-	Napi::Promise Start()
-	{
-		Napi::Promise promise = deferred_.Promise();
-		Queue();
-		return promise;
 	}
 
 private:
-	void Execute() override
+	void Run() override
 	{
-		error_ = CatchErrno([&] { rows_ = WriteFlowBlock(outPath_, sources_, kBlockRows); },
-				    "out of memory writing the flow block " + outPath_);
-		if (error_)
-			SetError(error_->what());
+		rows_ = WriteFlowBlock(outPath_, sources_, kBlockRows);
 	}
-	void OnOK() override
+	std::string OomWhat() const override
 	{
-		deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(rows_)));
+		return "out of memory writing the flow block " + outPath_;
 	}
-	void OnError(const Napi::Error &e) override
+	Napi::Value Result(Napi::Env env) override
 	{
-		deferred_.Reject(error_ ? error_->ToJs(Env()).Value() : e.Value());
+		return Napi::Number::New(env, static_cast<double>(rows_));
 	}
 
-	Napi::Promise::Deferred deferred_;
 	std::string outPath_;
 	std::vector<FlowBlockSource> sources_;
 	uint64_t rows_ = 0;
-	std::optional<ErrnoError> error_;
 };
 
 const char kUsage[] = "writeFlowBlock(outPath: string, sources: {path: string, offset: number, rows: number, "

@@ -4,13 +4,13 @@
 #include "errors.h"
 #include "info.h"
 #include "pins.h"
+#include "promise_worker.h"
 
 #include <bpf/bpf.h>
 #include <fcntl.h>
 
 #include <cstdio>
 #include <mutex>
-#include <optional>
 
 namespace fg
 {
@@ -87,28 +87,21 @@ UniqueFd CreateLike(const bpf_map_info &old, const std::string &what)
 	return UniqueFd(fd);
 }
 
-class ReplaceFlowMapWorker : public Napi::AsyncWorker
+class ReplaceFlowMapWorker : public PromiseWorker
 {
 public:
 	ReplaceFlowMapWorker(Napi::Env env, const DatapathState &state, uint32_t slot, FlowMapInstalled installed,
 			     Napi::Object owner)
-	    : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), owner_(Napi::Persistent(owner)),
-	      installed_(std::move(installed)), slot_(slot), what_(std::string("map ") + kFlowMapNames[slot]),
-	      pin_(PinOf(state.pinDir, slot)), lock_(state.slotsLock)
+	    : PromiseWorker(env), owner_(Napi::Persistent(owner)), installed_(std::move(installed)), slot_(slot),
+	      what_(std::string("map ") + kFlowMapNames[slot]), pin_(PinOf(state.pinDir, slot)), lock_(state.slotsLock)
 	{
 		/* Dups, as in maps.cc: close() may run while this is in a syscall. */
 		old_ = Dup(state.Map(kFlowMapNames[slot]).fd, what_);
 		slots_ = Dup(state.Map("flow_slots").fd, "map flow_slots");
 	}
-	Napi::Promise Start()
-	{
-		Napi::Promise promise = deferred_.Promise();
-		Queue();
-		return promise;
-	}
 
 private:
-	void Run()
+	void Run() override
 	{
 		/* The slow part (the kernel allocates, zeroes and links every entry) comes before any visible change. */
 		UniqueFd fresh = CreateLike(GetMapInfo(old_.get(), what_), what_);
@@ -138,29 +131,17 @@ private:
 					 "re-pins it");
 		}
 	}
-	void Execute() override
+	std::string OomWhat() const override
 	{
-		error_ = CatchErrno([&] { Run(); }, "replace " + what_);
-		if (error_)
-			SetError(error_->what());
+		return "replace " + what_;
 	}
-	void Install()
+	/* Failed or not: once flow_slots names the new map, the JS state must too. */
+	void Settle() override
 	{
 		if (fresh_.valid())
 			installed_(std::move(fresh_), id_);
 	}
-	void OnOK() override
-	{
-		Install();
-		deferred_.Resolve(Env().Undefined());
-	}
-	void OnError(const Napi::Error &e) override
-	{
-		Install();
-		deferred_.Reject(error_ ? error_->ToJs(Env()).Value() : e.Value());
-	}
 
-	Napi::Promise::Deferred deferred_;
 	Napi::ObjectReference owner_;
 	FlowMapInstalled installed_;
 	uint32_t slot_;
@@ -169,7 +150,6 @@ private:
 	std::shared_ptr<std::mutex> lock_;
 	UniqueFd old_, slots_, fresh_;
 	uint32_t id_ = 0;
-	std::optional<ErrnoError> error_;
 };
 
 } // namespace

@@ -2,6 +2,7 @@
 
 #include "errors.h"
 #include "info.h"
+#include "promise_worker.h"
 
 #include <bpf/bpf.h>
 #include <fcntl.h>
@@ -12,7 +13,6 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
-#include <optional>
 #include <vector>
 
 namespace fg
@@ -428,55 +428,20 @@ uint64_t NowNs()
 	return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-/*
- * Worker base: run() on the pool throws ErrnoError; the Promise rejects with
- * the same Error (code, errno) a synchronous call would have thrown.
- */
-class MapWorker : public Napi::AsyncWorker
+/* A call on one map, on the pool. */
+class MapWorker : public PromiseWorker
 {
 public:
-	MapWorker(Napi::Env env, const MapRef &map)
-	    : Napi::AsyncWorker(env), map_(Describe(map, true)), deferred_(Napi::Promise::Deferred::New(env))
+	MapWorker(Napi::Env env, const MapRef &map) : PromiseWorker(env), map_(Describe(map, true))
 	{
-	}
-	Napi::Promise Start()
-	{
-		Napi::Promise promise = deferred_.Promise();
-		Queue();
-		return promise;
 	}
 
 protected:
-	virtual void Run() = 0;
-	virtual Napi::Value Result(Napi::Env env) = 0;
+	std::string OomWhat() const override
+	{
+		return "map " + map_.name;
+	}
 	MapDesc map_;
-
-private:
-	void Execute() override
-	{
-		error_ = CatchErrno([&] { Run(); }, "map " + map_.name);
-		if (error_)
-			SetError(error_->what());
-	}
-	void OnOK() override
-	{
-		Napi::Env env = Env();
-		try {
-			deferred_.Resolve(Result(env));
-		} catch (const Napi::Error &e) {
-			deferred_.Reject(e.Value());
-		}
-	}
-	void OnError(const Napi::Error &e) override
-	{
-		if (error_)
-			deferred_.Reject(error_->ToJs(Env()).Value());
-		else
-			deferred_.Reject(e.Value());
-	}
-
-	Napi::Promise::Deferred deferred_;
-	std::optional<ErrnoError> error_;
 };
 
 class ReadAllWorker : public MapWorker
