@@ -2,7 +2,8 @@
  * The embedded store's ship process dying (kill -9 here; out of memory or an
  * engine crash in life): the agent's handle reports the store unhealthy,
  * answers queries at once with a retryable error instead of leaving them
- * waiting, starts a new ship process, and queries work again.
+ * waiting, starts a new ship process, and queries work again. And what the
+ * agent gives the ship process reaches it.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -10,8 +11,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { ShipClient } from '../../control/agent/ship-client.js';
+import { Spool, batchToken } from '../../control/agent/spool.js';
+import { FLOW_RECORD_SIZE } from '../../control/datapath/layout.js';
 import { StoreError } from '../../control/store/types.js';
 import { eventually } from '../lib/eventually.js';
+import { writeBatch } from '../lib/spool.js';
 
 test('a dead ship process is reported, queries fail fast, and a new one takes over', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'flowgate-ship-client-test-'));
@@ -101,4 +105,40 @@ test("the ship process keeps only what it uses of the embedded engine's pages on
   const released = await residentOnceOpen(open());
   assert.ok(kept > 100 * 1024, `${kept} kB resident without the release`);
   assert.ok(released * 3 < kept, `${released} kB resident after the release, ${kept} kB without it`);
+});
+
+test('the ship process waits between inserts as long as the agent asks (minInsertIntervalMs)', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'flowgate-ship-client-test-'));
+  const spool = new Spool(path.join(dir, 'spool'), 1 << 30);
+  let inserts = 0;
+  const ship = new ShipClient(
+    {
+      spoolDir: spool.dir,
+      spoolMaxBytes: 1 << 30,
+      store: { target: { kind: 'embedded', dir }, retentionDays: 30 },
+      minInsertIntervalMs: 60_000, // far past the 2 s default
+    },
+    { onInserted: () => inserts++, onError: () => undefined },
+  );
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const spoolBatch = (i: number): void => {
+    writeBatch(spool, {
+      token: batchToken('interval', 1, i),
+      flows: 10,
+      meta: { host: 'interval', monoToEpochOffsetNs: '0', ifaces: {} },
+      records: Buffer.alloc(10 * FLOW_RECORD_SIZE),
+    });
+    ship.wake();
+  };
+  try {
+    spoolBatch(0);
+    await eventually(async () => (inserts === 1 ? true : undefined), 'the first insert', 60_000);
+    spoolBatch(1);
+    await new Promise((r) => setTimeout(r, 5000));
+    assert.equal(inserts, 1, 'the second batch waits out the interval the agent gave');
+  } finally {
+    await ship.stop(10_000); // a stop ships what is spooled without waiting
+  }
+  assert.equal(inserts, 2);
+  assert.deepEqual(spool.list(), []);
 });
