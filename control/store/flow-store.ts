@@ -386,7 +386,6 @@ export class ClickHouseFlowStore implements FlowStore {
     if (this.closed) throw new StoreError('the flow store is closed', false);
   }
 
-  /** Run a write on the writer client, one at a time, errors as StoreError. */
   /**
    * The embedded engine's allocator (jemalloc) keeps pages an insert freed
    * for 5 s before it gives them back, so the next insert or merge stacks on
@@ -408,6 +407,7 @@ export class ClickHouseFlowStore implements FlowStore {
     }
   }
 
+  /** Run a write on the writer client, one at a time, errors as StoreError. */
   private write<T>(job: (writer: ClickHouseClient) => Promise<T>): Promise<T> {
     this.assertOpen();
     return this.writes.run(async () => {

@@ -36,6 +36,12 @@ async function rows<T>(client: ClickHouseClient, query: string): Promise<T[]> {
   return (await client.query({ query, format: 'JSONEachRow' })).json<T>();
 }
 
+/** The engine's count of a profile event so far (system.events, process-wide; 0 before the first). */
+async function eventCount(client: ClickHouseClient, event: string): Promise<number> {
+  const [row] = await rows<{ value: string }>(client, `SELECT value FROM system.events WHERE event = '${event}'`);
+  return Number(row?.value ?? 0);
+}
+
 /** Epoch ns offset such that mono 5 s is 1 h ago at a whole second plus .123456789: inside every TTL. */
 const EPOCH_AT_5S = (BigInt(Math.floor(Date.now() / 1000) - 3600) * 1_000_000_000n + 123_456_789n) as bigint;
 const OFFSET = EPOCH_AT_5S - 5_000_000_000n;
@@ -366,7 +372,7 @@ describe('insertFlows', () => {
   });
 });
 
-describe('insertFlows of raw drain records (the embedded engine converts them)', () => {
+describe('insertFlows of raw drain records (the addon writes them as one sorted Native block)', () => {
   const names = { 2: 'eth0', 3: "we'ird\\\tname" };
   /** Flows with every field exercised: wide times, unknown ifindexes, both directions and odd ones, the ninth TCP flag. */
   function sample(n: number, wide = true): Buffer {
@@ -519,12 +525,7 @@ describe('insertFlows of raw drain records (the embedded engine converts them)',
 
   it('gives the memory an insert freed back to the system at once (one allocator purge per insert)', async () => {
     const client = rawClient();
-    const purges = async (): Promise<number> =>
-      Number(
-        (
-          await rows<{ value: string }>(client, "SELECT value FROM system.events WHERE event = 'MemoryAllocatorPurge'")
-        )[0]?.value ?? 0,
-      );
+    const purges = (): Promise<number> => eventCount(client, 'MemoryAllocatorPurge');
     try {
       const records = sample(2000, false);
       const before = await purges();
@@ -626,15 +627,7 @@ describe('insertFlows of raw drain records (the embedded engine converts them)',
       ).rows;
     try {
       await client.command({ query: 'SYSTEM STOP MERGES flowgate.flows' });
-      const sortedBlocks = async (): Promise<number> =>
-        Number(
-          (
-            await rows<{ value: string }>(
-              client,
-              "SELECT value FROM system.events WHERE event = 'MergeTreeDataWriterBlocksAlreadySorted'",
-            )
-          )[0]?.value ?? 0,
-        );
+      const sortedBlocks = (): Promise<number> => eventCount(client, 'MergeTreeDataWriterBlocksAlreadySorted');
       const sortedBefore = await sortedBlocks();
       const buf = shipBuffer();
       assert.equal(await shipGroup(spool, infos, 'test:group', store, buf), 9000);
