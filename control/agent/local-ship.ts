@@ -19,7 +19,7 @@ import {
 } from '../store/types.js';
 import { HistoryQueue } from './history-queue.js';
 import type { Ship, ShipEvents } from './ship-client.js';
-import type { ShipWorkerData } from './ship-worker.js';
+import type { ShipOptions } from './ship-worker.js';
 import { Shipper } from './shipper.js';
 import { Spool } from './spool.js';
 
@@ -27,7 +27,7 @@ export class LocalShip implements Ship {
   private readonly shipper: Shipper;
   private readonly history: HistoryQueue;
 
-  constructor(opts: ShipWorkerData, events: ShipEvents, log: Logger) {
+  constructor(opts: ShipOptions, events: ShipEvents, log: Logger) {
     const shipLog = log.child({ part: 'shipper' });
     this.shipper = new Shipper({
       spool: new Spool(opts.spoolDir, opts.spoolMaxBytes),

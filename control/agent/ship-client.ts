@@ -19,7 +19,7 @@ import {
   type RuleCounterRow,
   type RuleHistoryStoreRow,
 } from '../store/types.js';
-import type { FromWorker, ShipWorkerData, ToWorker } from './ship-worker.js';
+import type { FromWorker, ShipOptions, ToWorker } from './ship-worker.js';
 
 function epochMs(ts: Date | number): number {
   return new Date(ts).getTime();
@@ -63,7 +63,7 @@ export class ShipClient implements Ship {
   private restartTimer?: NodeJS.Timeout;
 
   constructor(
-    private readonly opts: ShipWorkerData,
+    private readonly opts: ShipOptions,
     private readonly events: ShipEvents,
   ) {
     this.spawn();
@@ -77,7 +77,7 @@ export class ShipClient implements Ship {
   private spawn(): void {
     const fromSource = import.meta.url.endsWith('.ts');
     const url = new URL(`./ship-worker${fromSource ? '.ts' : '.js'}`, import.meta.url);
-    const data: ShipWorkerData = this.opts;
+    const data: ShipOptions = this.opts;
     const worker = fork(url, [], {
       // From the sources, the child needs the TypeScript loader too.
       execArgv: fromSource ? ['--import', 'tsx'] : [],

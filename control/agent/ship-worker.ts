@@ -23,7 +23,8 @@ import { HistoryQueue } from './history-queue.js';
 import { Shipper } from './shipper.js';
 import { Spool } from './spool.js';
 
-export interface ShipWorkerData {
+/** What a shipper needs: the ship process gets it as JSON, LocalShip (server mode) as is. */
+export interface ShipOptions {
   spoolDir: string;
   spoolMaxBytes: number;
   store: StoreOptions;
@@ -47,7 +48,7 @@ export type FromWorker =
   | { type: 'result'; id: number; ok: false; message: string; retryable: boolean; code?: string }
   | { type: 'stopped' };
 
-const data = JSON.parse(process.env.FLOWGATE_SHIP_WORKER ?? '{}') as ShipWorkerData;
+const data = JSON.parse(process.env.FLOWGATE_SHIP_WORKER ?? '{}') as ShipOptions;
 const log = createLogger('flowgate').child({ part: 'shipper' });
 const post = (m: FromWorker): void => {
   if (process.connected) process.send!(m);

@@ -4,6 +4,7 @@
  * (BatchReader), never holding one whole.
  */
 import type { BatchInfo, BatchMeta, DroppedBatch, Spool } from '../../control/agent/spool.js';
+import { FLOW_RECORD_SIZE } from '../../control/datapath/layout.js';
 
 export interface SpooledBatch {
   token: string;
@@ -34,4 +35,12 @@ export function writeBatch(spool: Spool, batch: SpooledBatch): DroppedBatch[] {
   } finally {
     w.abort();
   }
+}
+
+/**
+ * Spool `flows` all-zero records under `token`: for tests of the shipping
+ * itself (order, grouping, timing), where what the records say is not looked at.
+ */
+export function writeZeroBatch(spool: Spool, token: string, flows: number, meta: BatchMeta): DroppedBatch[] {
+  return writeBatch(spool, { token, flows, meta, records: Buffer.alloc(flows * FLOW_RECORD_SIZE) });
 }

@@ -12,10 +12,9 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { ShipClient } from '../../control/agent/ship-client.js';
 import { Spool, batchToken } from '../../control/agent/spool.js';
-import { FLOW_RECORD_SIZE } from '../../control/datapath/layout.js';
 import { StoreError } from '../../control/store/types.js';
 import { eventually } from '../lib/eventually.js';
-import { writeBatch } from '../lib/spool.js';
+import { writeZeroBatch } from '../lib/spool.js';
 
 test('a dead ship process is reported, queries fail fast, and a new one takes over', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'flowgate-ship-client-test-'));
@@ -122,12 +121,7 @@ test('the ship process waits between inserts as long as the agent asks (minInser
   );
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const spoolBatch = (i: number): void => {
-    writeBatch(spool, {
-      token: batchToken('interval', 1, i),
-      flows: 10,
-      meta: { host: 'interval', monoToEpochOffsetNs: '0', ifaces: {} },
-      records: Buffer.alloc(10 * FLOW_RECORD_SIZE),
-    });
+    writeZeroBatch(spool, batchToken('interval', 1, i), 10, { host: 'interval', monoToEpochOffsetNs: '0', ifaces: {} });
     ship.wake();
   };
   try {

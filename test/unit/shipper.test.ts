@@ -28,7 +28,7 @@ import {
   type FlowStore,
   type EncodedRows,
 } from '../../control/store/types.js';
-import { writeBatch } from '../lib/spool.js';
+import { writeZeroBatch } from '../lib/spool.js';
 
 const meta: BatchMeta = { host: 'h', monoToEpochOffsetNs: '0', ifaces: {} };
 
@@ -76,12 +76,7 @@ function withSpool(fn: (spool: Spool, dir: string) => Promise<void>): () => Prom
 /** Spool batch i (host b<i>) of `flows` records. */
 function spoolBatch(spool: Spool, i: number, flows = 10): string {
   const token = batchToken('h', 1, i);
-  writeBatch(spool, {
-    token,
-    flows,
-    meta: { ...meta, host: `b${i}` },
-    records: Buffer.alloc(flows * FLOW_RECORD_SIZE),
-  });
+  writeZeroBatch(spool, token, flows, { ...meta, host: `b${i}` });
   return token;
 }
 
