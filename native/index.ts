@@ -184,8 +184,10 @@ export interface NativeBinding {
   /**
    * Drained flow records to a ClickHouse Native file of flowgate.flows rows
    * (every column, the table's types), sorted by the flows and talkers_1h
-   * ORDER BY, on the libuv pool. Resolves to the rows written; rejects
-   * naming the file that could not be read or written, or was short.
+   * ORDER BY, on the libuv pool. An existing `outPath` is rewritten in
+   * place and cut to the block's length (its page-cache pages are reused).
+   * Resolves to the rows written; rejects naming the file that could not be
+   * read or written, or was short.
    */
   writeFlowBlock(outPath: string, sources: readonly FlowBlockSource[]): Promise<number>;
 }

@@ -262,9 +262,17 @@ export class ClickHouseFlowStore implements FlowStore {
       const offset = (inPlace?.skipRecords ?? 0) * FLOW_RECORD_SIZE;
       sources.push({ path, offset, rows, host, epochOffsetNs, ifaces });
     }
-    const block = scratchFile();
+    // One block file for the store's life, rewritten by every insert: its
+    // page-cache pages stay, where a new file a second would take fresh ones
+    // (first-touch faults, several times the copy on a VM: flow_block.cc).
+    const block = this.blockFile();
     await loadNative().writeFlowBlock(block, sources);
     return block;
+  }
+
+  /** The embedded engine's block file (a crash's leftover is removed at the next open: client.ts). */
+  private blockFile(): string {
+    return path.join(this.clients.scratchDir!, `flows-${process.pid}-block.bin`);
   }
 
   async insertIfaceCounters(rows: readonly IfaceCounterRow[], token?: string): Promise<void> {
@@ -362,6 +370,7 @@ export class ClickHouseFlowStore implements FlowStore {
     this.closed = true;
     // Let a running insert finish: closing chDB under it would abort the engine.
     await this.writes.run(() => this.clients.close());
+    if (this.clients.scratchDir) await rm(this.blockFile(), { force: true });
   }
 
   private async insertSmall(table: string, values: Array<Record<string, unknown>>, token?: string): Promise<void> {

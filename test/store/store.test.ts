@@ -4,7 +4,7 @@
  * own process: this file uses one store directory throughout.
  */
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -521,6 +521,46 @@ describe('insertFlows of raw drain records (the addon writes them as one sorted 
         .then((r) => r.rows);
     assert.deepEqual(await rollup('raw-host'), await rollup('enc-host'));
     assert.deepEqual((await rollup('raw-host'))[0]![0], 5000);
+  });
+
+  it('writes every insert into one block file, rewritten in place and cut to its block, removed at close', async () => {
+    const scratch = path.join(dir, 'chdb-insert');
+    const blockFiles = (): string[] => readdirSync(scratch).filter((n) => n.endsWith('-block.bin'));
+    const records = sample(3000, false);
+    const insert = (host: string, rows: number): Promise<void> =>
+      store.insertFlows(
+        {
+          format: 'FlowRecords',
+          rows,
+          host,
+          ifaces: names,
+          epochOffsetNs: OFFSET,
+          records: () => [records.subarray(0, rows * FLOW_RECORD_SIZE)],
+        },
+        `test:${host}`,
+      );
+    await insert('block-big', 3000);
+    const [file] = blockFiles();
+    assert.ok(file, 'a block file after the first insert');
+    const big = statSync(path.join(scratch, file));
+    await insert('block-small', 300);
+    assert.deepEqual(blockFiles(), [file]);
+    const small = statSync(path.join(scratch, file));
+    assert.equal(small.ino, big.ino, 'the same file, not a new one');
+    assert.ok(small.size < big.size / 5, `cut to the smaller block: ${small.size} of ${big.size} bytes`);
+    const stored = async (host: string): Promise<unknown[][]> =>
+      (await store.query(`SELECT count(), toString(sum(packets)) FROM flows WHERE host = '${host}'`, LIMITS)).rows;
+    const packets = (rows: number): string =>
+      String(
+        Array.from({ length: rows }, (_, i) =>
+          records.readBigUInt64LE(i * FLOW_RECORD_SIZE + FLOW_RECORD_OFFSETS.packets),
+        ).reduce((a, b) => (a + b) % 2n ** 64n, 0n), // sum() of UInt64 wraps
+      );
+    assert.deepEqual(await stored('block-big'), [[3000, packets(3000)]]);
+    assert.deepEqual(await stored('block-small'), [[300, packets(300)]]);
+    await store.close();
+    assert.deepEqual(blockFiles(), []);
+    store = await ClickHouseFlowStore.open({ target: { kind: 'embedded', dir }, retentionDays: 30 });
   });
 
   it('gives the memory an insert freed back to the system at once (one allocator purge per insert)', async () => {
